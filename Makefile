@@ -33,8 +33,8 @@ test-notebooks: $(STAMP)
 	RADJEPA_LAB_PROFILE=smoke $(PY) -m pytest --nbmake --nbmake-timeout=600 notebooks/ -q
 
 e2e: $(STAMP)
-	bash .ci/install-browser.sh
-	$(PY) -m pytest tests/e2e -q
+	-bash .ci/install-browser.sh
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests/e2e -q -p no:cacheprovider
 
 ## JupyterLab on localhost only, with token auth
 lab: $(STAMP)

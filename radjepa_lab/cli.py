@@ -7,9 +7,11 @@ so what the CLI does is exactly what a notebook cell can do.
 from __future__ import annotations
 
 import argparse
+import ast
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from radjepa_lab.errors import RadJEPALabError
 
@@ -22,8 +24,37 @@ def _cmd_make_phantoms(a: argparse.Namespace) -> int:
     return 0
 
 
+def apply_overrides(cfg: Any, items: Sequence[str]) -> Any:
+    """Apply ``key=value`` overrides (dotted keys reach nested configs), parsing values as Python
+    literals where possible, so every preset knob is reachable from the command line (nanoGPT style)."""
+    from radjepa_lab.errors import ConfigError
+
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=5e-4")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        target, *rest = key.split(".")[::-1]
+        obj = cfg
+        for part in reversed(rest):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                raise ConfigError(f"--set {item!r}: config has no section {part!r}")
+        if not hasattr(obj, target):
+            raise ConfigError(f"--set {item!r}: {type(obj).__name__} has no field {target!r}")
+        if isinstance(getattr(obj, target), tuple) and isinstance(value, list):
+            value = tuple(value)
+        setattr(obj, target, value)
+    if hasattr(cfg, "__post_init__"):
+        cfg.__post_init__()
+    return cfg
+
+
 def _cmd_pretrain(a: argparse.Namespace) -> int:
-    from radjepa_lab.config import apply_overrides, get_preset
+    from radjepa_lab.config import get_preset
     from radjepa_lab.train import pretrain
 
     cfg = apply_overrides(get_preset(a.preset), a.set or [])

@@ -1,0 +1,25 @@
+"""Measure what an encoder learned: embeddings, latents, attention, probes, segmentation,
+retrieval, attributions, baselines and reports.
+
+Every function returns plain data (arrays, dataclasses); ``radjepa_lab.viz`` draws it. Import
+the submodule you need (``from radjepa_lab.analysis import probes``); nothing heavy (umap,
+captum, scikit-learn) is imported until a function needs it.
+
+Stations, in the order a notebook meets them:
+``embed`` (features, cache, UMAP/PCA) -> ``latents`` (predicted vs target) -> ``attention``
+-> ``probes`` + ``metrics`` (CIs, paired tests, RankMe) -> ``segmentation`` -> ``retrieval``
+-> ``attribution`` -> ``baselines`` (random init, pixels, comparison table) -> ``report``.
+"""
+
+__all__ = [
+    "attention",
+    "attribution",
+    "baselines",
+    "embed",
+    "latents",
+    "metrics",
+    "probes",
+    "report",
+    "retrieval",
+    "segmentation",
+]

@@ -1,0 +1,476 @@
+"""Embedding extraction: pooled features and patch tokens from any kit encoder, cached on disk.
+
+Every downstream analysis (probes, kNN, UMAP, segmentation, retrieval) starts from the same
+arrays, so they are computed once per (weights, data, preprocessing, pooling) and cached as an
+``.npz`` file whose name is a hash of all four. Extraction streams the dataset through a
+DataLoader and keeps only the features, never the images.
+
+Pooling options (why more than one): a global average throws away *where* things are, and
+laterality matters for several findings (a left effusion, a right pneumothorax); pooling the
+token grid to 2x2 keeps coarse geometry and measured +0.09-0.11 macro AUPRC for every encoder
+in the kit's prototype.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from radjepa_lab.errors import DataError, RadJEPALabError
+
+__all__ = [
+    "POOLINGS",
+    "ArrayDataset",
+    "Features",
+    "Projection",
+    "dataset_fingerprint",
+    "embed_to_file",
+    "encode_tokens",
+    "extract_features",
+    "pool_tokens",
+    "project_2d",
+    "resolve_dataset",
+    "resolve_device",
+    "state_dict_hash",
+]
+
+POOLINGS = ("mean", "2x2")
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Wrap in-memory images ``[N, H, W]`` in [0, 1] (and labels) as kit-style dict items.
+
+    Handy for phantoms from ``generate_batch`` and for tests; ``fingerprint()`` hashes the
+    bytes, so the embedding cache knows when the data changed.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+        pathologies: Sequence[str] | None = None,
+    ) -> None:
+        self.images = np.asarray(images, dtype=np.float32)
+        if self.images.ndim != 3:
+            raise DataError(f"ArrayDataset: images must be [N, H, W], got {self.images.shape}")
+        n = len(self.images)
+        self.labels = (
+            np.zeros((n, 0), np.float32) if labels is None else np.asarray(labels, np.float32)
+        )
+        self.pathologies = list(pathologies or [f"label_{i}" for i in range(self.labels.shape[1])])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {
+            "img": torch.from_numpy(self.images[i][None]),
+            "lab": torch.from_numpy(self.labels[i]),
+            "idx": i,
+        }
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.images.tobytes())
+        h.update(self.labels.tobytes())
+        return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# hashing for the cache
+
+
+def state_dict_hash(module: nn.Module) -> str:
+    """SHA-256 of a module's state_dict (names, dtypes, shapes and bytes), order-independent."""
+    h = hashlib.sha256()
+    for k, v in sorted(module.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _simple(v: Any) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return _simple(dataclasses.asdict(v))
+    if isinstance(v, dict):
+        return {str(k): _simple(x) for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(v, list | tuple):
+        return [_simple(x) for x in v] if len(v) <= 64 else f"seq{len(v)}"
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    if isinstance(v, Path):
+        return str(v)
+    return None
+
+
+def dataset_fingerprint(dataset: Any) -> str:
+    """A string that changes when the dataset's content or configuration changes.
+
+    Uses ``dataset.fingerprint()`` when the dataset provides one; otherwise its class, length,
+    simple public attributes (n, seed, size, config dataclasses, paths...), a hash of
+    ``.labels`` and of the images of its first, middle and last item.
+    """
+    fp = getattr(dataset, "fingerprint", None)
+    if callable(fp):
+        return f"{type(dataset).__qualname__}:{fp()}"
+    h = hashlib.sha256()
+    n = len(dataset)
+    attrs = {k: _simple(v) for k, v in vars(dataset).items() if not k.startswith("_")}
+    attrs = {k: v for k, v in attrs.items() if v is not None}
+    h.update(json.dumps([type(dataset).__qualname__, n, attrs], sort_keys=True).encode())
+    labels = getattr(dataset, "labels", None)
+    if isinstance(labels, np.ndarray):
+        h.update(np.ascontiguousarray(labels).tobytes())
+    for i in sorted({0, n // 2, n - 1} if n else set()):
+        img = dataset[i]["img"]
+        h.update(np.ascontiguousarray(np.asarray(img, dtype=np.float32)).tobytes())
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# pooling and token extraction
+
+
+def pool_tokens(tokens: torch.Tensor, grid: tuple[int, int], mode: str = "mean") -> torch.Tensor:
+    """Pool patch tokens ``[B, N, D]`` to one vector per image.
+
+    ``"mean"``: average over tokens -> ``[B, D]``. ``"2x2"``: reshape to the ``grid``,
+    adaptive-average-pool to 2x2 and flatten -> ``[B, 4D]`` (top-left, top-right, bottom-left,
+    bottom-right per channel), which keeps left/right and upper/lower.
+    """
+    b, n, d = tokens.shape
+    if n != grid[0] * grid[1]:
+        raise RadJEPALabError(f"pool_tokens: {n} tokens do not fill a {grid[0]}x{grid[1]} grid")
+    if mode == "mean":
+        return tokens.mean(dim=1)
+    if mode == "2x2":
+        g = tokens.transpose(1, 2).reshape(b, d, grid[0], grid[1])
+        return F.adaptive_avg_pool2d(g, 2).reshape(b, d * 4)
+    raise RadJEPALabError(f"pool_tokens: mode must be one of {POOLINGS}, got {mode!r}")
+
+
+def _grid(encoder: nn.Module, h: int, w: int) -> tuple[int, int]:
+    gs = getattr(encoder, "grid_size", None)
+    if callable(gs):
+        return tuple(gs(h, w))  # type: ignore[return-value]
+    p = encoder.patch_size
+    p = p[0] if isinstance(p, tuple | list) else p
+    return h // p, w // p
+
+
+def encode_tokens(
+    encoder: nn.Module, images: torch.Tensor, layers: Sequence[int | None] = (None,)
+) -> list[torch.Tensor]:
+    """Patch tokens ``[B, N, D]`` for each requested layer (``None`` = the final output).
+
+    ``None`` calls ``encoder(x)`` (final norm, prefix tokens removed); an int ``l`` uses
+    ``encoder.forward_layers(x, [l], norm=True)``, i.e. tokens after block ``l`` (negative
+    indices count from the end).
+    """
+    out: list[torch.Tensor | None] = [None] * len(layers)
+    ints = [(i, int(layer)) for i, layer in enumerate(layers) if layer is not None]
+    if ints:
+        depth = len(encoder.blocks)
+        want = sorted({layer % depth for _, layer in ints})
+        got = dict(zip(want, encoder.forward_layers(images, want, norm=True), strict=True))
+        for i, layer in ints:
+            out[i] = got[layer % depth]
+    if any(layer is None for layer in layers):
+        final = encoder(images)
+        for i, layer in enumerate(layers):
+            if layer is None:
+                out[i] = final
+    return out  # type: ignore[return-value]
+
+
+@dataclass
+class Features:
+    """Features of one dataset under one encoder (and how they were made)."""
+
+    pooled: np.ndarray | None  # [N, D'] float32
+    tokens: np.ndarray | None  # [N, gh, gw, D] float32 (only when asked)
+    labels: np.ndarray  # [N, F] float32, NaN = unknown
+    idx: np.ndarray  # [N] dataset indices
+    classes: list[str]
+    grid: tuple[int, int]
+    info: dict[str, Any] = field(default_factory=dict)  # key, pool, layer, cache path/hit
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _cache_key(encoder: nn.Module, dataset: Any, args: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    h.update(type(encoder).__qualname__.encode())
+    h.update(state_dict_hash(encoder).encode())
+    h.update(dataset_fingerprint(dataset).encode())
+    h.update(json.dumps(args, sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache entry
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: nn.Module,
+    dataset: Any,
+    pool: str | None = "mean",
+    layer: int | None = None,
+    mid_layer: int | None = None,
+    tokens: bool = False,
+    batch_size: int = 64,
+    device: str | torch.device | None = "auto",
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    num_workers: int = 0,
+) -> Features:
+    """Run ``encoder`` over ``dataset`` and return pooled features and/or patch tokens.
+
+    ``pool``: ``"mean"``, ``"2x2"`` or ``None`` (tokens only). ``layer``: which block's tokens
+    (``None`` = final normed output). ``mid_layer``: also pool that block's tokens and
+    concatenate them (mid layers often hold more local detail). ``tokens=True`` also returns
+    the ``[N, gh, gw, D]`` tokens of ``layer`` (for the segmentation probe; 4 bytes x N x
+    tokens x D, so mind memory on big sets). With ``cache_dir`` the result is loaded from /
+    saved to ``cache_dir/<hash>.npz``.
+    """
+    from tqdm.auto import tqdm
+
+    if pool is not None and pool not in POOLINGS:
+        raise RadJEPALabError(f"extract_features: pool must be one of {POOLINGS} or None")
+    if pool is None and not tokens:
+        raise RadJEPALabError("extract_features: nothing to extract; set pool or tokens=True")
+    args = {"pool": pool, "layer": layer, "mid_layer": mid_layer, "tokens": tokens, "v": 1}
+    classes = list(getattr(dataset, "pathologies", []))
+    cache_path = None
+    if cache_dir is not None:
+        key = _cache_key(encoder, dataset, args)
+        cache_path = Path(cache_dir) / f"features_{key}.npz"
+        if cache_path.exists():
+            with np.load(cache_path, allow_pickle=False) as z:
+                return Features(
+                    pooled=z["pooled"] if pool else None,
+                    tokens=z["tokens"] if tokens else None,
+                    labels=z["labels"],
+                    idx=z["idx"],
+                    classes=[str(c) for c in z["classes"]],
+                    grid=(int(z["grid"][0]), int(z["grid"][1])),
+                    info={**args, "cache": str(cache_path), "cache_hit": True},
+                )
+    dev = resolve_device(device)
+    was_training = encoder.training
+    encoder.eval()
+    moved = next(encoder.parameters()).device != dev
+    if moved:
+        orig_dev = next(encoder.parameters()).device
+        encoder.to(dev)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+    pooled_l, tok_l, lab_l, idx_l = [], [], [], []
+    grid: tuple[int, int] = (0, 0)
+    layers: list[int | None] = [layer] + ([mid_layer] if mid_layer is not None else [])
+    try:
+        for batch in tqdm(loader, desc="embedding", disable=not progress, leave=False):
+            x = batch["img"].to(dev, dtype=torch.float32)
+            grid = _grid(encoder, x.shape[-2], x.shape[-1])
+            outs = encode_tokens(encoder, x, layers)
+            if pool is not None:
+                p = torch.cat([pool_tokens(o.float(), grid, pool) for o in outs], dim=1)
+                pooled_l.append(p.cpu().numpy())
+            if tokens:
+                t = outs[0].float().reshape(len(x), grid[0], grid[1], -1)
+                tok_l.append(t.cpu().numpy())
+            lab = batch.get("lab")
+            lab_l.append(
+                lab.float().numpy() if lab is not None else np.zeros((len(x), 0), np.float32)
+            )
+            idx = batch.get("idx")
+            idx_l.append(np.asarray(idx) if idx is not None else np.arange(len(x)))
+    finally:
+        if moved:
+            encoder.to(orig_dev)
+        encoder.train(was_training)
+    feats = Features(
+        pooled=np.concatenate(pooled_l).astype(np.float32) if pool is not None else None,
+        tokens=np.concatenate(tok_l).astype(np.float32) if tokens else None,
+        labels=np.concatenate(lab_l).astype(np.float32),
+        idx=np.concatenate(idx_l).astype(np.int64),
+        classes=classes,
+        grid=grid,
+        info={**args, "cache": str(cache_path) if cache_path else None, "cache_hit": False},
+    )
+    if cache_path is not None:
+        arrays = {
+            "labels": feats.labels,
+            "idx": feats.idx,
+            "classes": np.array(classes, dtype=str),
+            "grid": np.array(grid),
+        }
+        if feats.pooled is not None:
+            arrays["pooled"] = feats.pooled
+        if feats.tokens is not None:
+            arrays["tokens"] = feats.tokens
+        _save_npz(cache_path, arrays)
+    return feats
+
+
+# --------------------------------------------------------------------------------------------
+# 2-D projection (UMAP with a PCA fallback)
+
+
+@dataclass
+class Projection:
+    """2-D coordinates of an embedding set and the method that produced them."""
+
+    coords: np.ndarray  # [N, 2]
+    method: str  # "umap" or "pca"
+    note: str = ""
+
+
+def project_2d(
+    features: np.ndarray,
+    method: str = "umap",
+    seed: int = 0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    standardize: bool = True,
+) -> Projection:
+    """Project ``[N, D]`` features to 2-D with UMAP (seeded) or PCA.
+
+    UMAP's first call compiles numba code (~10-20 s); ``method="pca"`` is instant and is also
+    the fallback when umap-learn is missing or the set is too small for a neighbour graph.
+    A fixed ``random_state`` makes UMAP deterministic (and single-threaded).
+    """
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or len(x) < 3:
+        raise RadJEPALabError(f"project_2d: need [N>=3, D] features, got {x.shape}")
+    if standardize:
+        x = (x - x.mean(0)) / np.maximum(x.std(0), 1e-8)
+    note = ""
+    if method == "umap":
+        if len(x) <= 5:
+            note = "too few points for UMAP; used PCA"
+        else:
+            try:
+                import umap
+            except ImportError:
+                note = "umap-learn is not installed; used PCA (pip install umap-learn)"
+            else:
+                reducer = umap.UMAP(
+                    n_components=2,
+                    n_neighbors=min(n_neighbors, len(x) - 1),
+                    min_dist=min_dist,
+                    random_state=seed,
+                    n_jobs=1,  # a seed forces one thread anyway; say so to avoid a warning
+                    init="pca" if len(x) < 50 else "spectral",
+                )
+                return Projection(reducer.fit_transform(x).astype(np.float32), "umap")
+    elif method != "pca":
+        raise RadJEPALabError(f"project_2d: method must be 'umap' or 'pca', got {method!r}")
+    from sklearn.decomposition import PCA
+
+    k = min(2, x.shape[1])
+    c = PCA(n_components=k, random_state=seed).fit_transform(x)
+    if k < 2:
+        c = np.concatenate([c, np.zeros((len(c), 1))], axis=1)
+    return Projection(c.astype(np.float32), "pca", note)
+
+
+# --------------------------------------------------------------------------------------------
+# command-line helpers
+
+
+def resolve_dataset(spec: str, size: int, seed: int = 0) -> Any:
+    """Turn a ``--data`` string into a dataset: ``phantoms[:N]``, a folder, or a CSV manifest.
+
+    ``phantoms:N`` (or ``phantoms[:N]``) generates N SYNTHETIC phantoms lazily with ``seed``.
+    """
+    s = str(spec)
+    if s.startswith("phantoms"):
+        from radjepa_lab.data.phantom import PhantomConfig, PhantomDataset
+
+        rest = s[len("phantoms") :].strip("[]:")
+        try:
+            n = int(rest) if rest else 512
+        except ValueError:
+            raise DataError(f"--data {spec!r}: use 'phantoms' or 'phantoms:N' (N an integer)") from None
+        return PhantomDataset(n, seed=seed, cfg=PhantomConfig(size=size))
+    path = Path(s)
+    if not path.exists():
+        raise DataError(f"--data {spec!r}: no such file or folder; use 'phantoms[:N]', a folder "
+                        "of images, or a CSV manifest")
+    from radjepa_lab.data import datasets
+
+    if path.is_dir():
+        return datasets.FolderDataset(path, size=size)
+    try:
+        return datasets.CSVDataset(path, size=size)
+    except TypeError as e:
+        raise DataError(
+            f"--data {spec!r}: a CSV manifest needs its path and label columns; build a "
+            f"radjepa_lab.data.datasets.CSVDataset in Python and call extract_features ({e})"
+        ) from e
+
+
+def embed_to_file(
+    checkpoint: str | Path,
+    data: str,
+    out: str | Path,
+    pool: str = "mean",
+    size: int | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> Path:
+    """CLI ``radjepa-lab embed``: encode ``data`` with a checkpoint's encoder into one ``.npz``.
+
+    The file holds ``pooled [N, D']``, ``labels``, ``idx``, ``classes`` and ``grid``; ``out``
+    may be a folder (then ``out/embeddings.npz``) or a file name.
+    """
+    from radjepa_lab.models import load_encoder
+
+    enc = load_encoder(checkpoint)
+    img_size = size or enc.pos_grid[0] * enc.patch_size
+    ds = resolve_dataset(data, img_size)
+    feats = extract_features(enc, ds, pool=pool, batch_size=batch_size, progress=progress)
+    out = Path(out)
+    path = out / "embeddings.npz" if out.suffix != ".npz" else out
+    _save_npz(
+        path,
+        {
+            "pooled": feats.pooled,
+            "labels": feats.labels,
+            "idx": feats.idx,
+            "classes": np.array(feats.classes, dtype=str),
+            "grid": np.array(feats.grid),
+        },
+    )
+    return path

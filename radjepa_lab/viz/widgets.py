@@ -1,0 +1,169 @@
+"""Thin ipywidgets wrappers for exploration in notebooks.
+
+Each widget only collects slider/dropdown values and calls a plain function from ``viz`` or
+``analysis`` that notebooks also call directly (that direct call is what the notebook tests
+check). ipywidgets callbacks normally swallow exceptions; :func:`_render` prints the traceback
+into the widget's output area instead, so a student sees what went wrong.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "attention_widget",
+    "latent_widget",
+    "mask_widget",
+    "render_into",
+    "umap_widget",
+]
+
+
+def render_into(out: Any, make_figure: Callable[[], Any]) -> Any:
+    """Clear ``out`` (an ``ipywidgets.Output``), build a figure (or tuple) and display it there.
+
+    Any exception is printed (with traceback) into ``out`` and returned instead of raised,
+    because ipywidgets would otherwise hide it in the browser console.
+    """
+    from IPython.display import display
+
+    out.clear_output(wait=True)
+    with out:
+        try:
+            figs = make_figure()
+            for fig in figs if isinstance(figs, tuple | list) else (figs,):
+                display(fig)
+            return figs
+        except Exception as e:  # noqa: BLE001 - shown to the user, never swallowed silently
+            print(f"{type(e).__name__}: {e}")
+            traceback.print_exc()
+            return e
+
+
+_render = render_into
+
+
+def mask_widget(image: np.ndarray, patch_size: int = 8, synthetic: bool = True) -> Any:
+    """Sliders for target scale, aspect, number of targets, context scale and seed.
+
+    Calls :func:`radjepa_lab.viz.plot_sampled_masks` with a ``masks.MaskConfig`` built from the
+    sliders.
+    """
+    import ipywidgets as w
+
+    from radjepa_lab.masks import MaskConfig
+    from radjepa_lab.viz.images import plot_sampled_masks
+
+    d = MaskConfig()
+    pred = w.FloatRangeSlider(value=d.pred_scale, min=0.02, max=0.5, step=0.01,
+                              description="target scale")
+    asp = w.FloatRangeSlider(value=d.pred_aspect, min=0.3, max=3.0, step=0.05,
+                             description="target aspect")
+    enc = w.FloatRangeSlider(value=d.enc_scale, min=0.3, max=1.0, step=0.01,
+                             description="context scale")
+    n_t = w.IntSlider(value=d.n_targets, min=1, max=6, description="targets")
+    seed = w.IntSlider(value=0, min=0, max=99, description="seed")
+    out = w.Output()
+
+    def update(*_: Any) -> None:
+        cfg = MaskConfig(
+            enc_scale=tuple(enc.value), pred_scale=tuple(pred.value),
+            pred_aspect=tuple(asp.value), n_targets=n_t.value,
+        )
+        _render(out, lambda: plot_sampled_masks(image, cfg, seed.value, patch_size, synthetic))
+
+    for s in (pred, asp, enc, n_t, seed):
+        s.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox([pred, asp]), w.HBox([enc, n_t, seed]), out])
+
+
+def attention_widget(encoder: Any, image: np.ndarray, synthetic: bool = True) -> Any:
+    """Patch picker (row, column) and layer selector for attention maps and rollout.
+
+    Calls :func:`analysis.attention.attention_maps` once, then
+    :func:`viz.plot_attention_heads` and :func:`viz.plot_rollout` for the picked patch.
+    """
+    import ipywidgets as w
+
+    from radjepa_lab.analysis.attention import attention_maps
+    from radjepa_lab.viz.images import plot_attention_heads, plot_rollout
+
+    res = attention_maps(encoder, image)
+    gh, gw = res.grid
+    row = w.IntSlider(value=gh // 2, min=0, max=gh - 1, description="patch row")
+    col = w.IntSlider(value=gw // 3, min=0, max=gw - 1, description="patch col")
+    layer = w.Dropdown(options=["all"] + list(range(res.n_layers)), value="all",
+                       description="layer")
+    out = w.Output()
+
+    def update(*_: Any) -> None:
+        q = (row.value, col.value)
+        layers = None if layer.value == "all" else [layer.value]
+        _render(
+            out, lambda: (plot_attention_heads(res, q, layers, synthetic), plot_rollout(res, q, synthetic))
+        )
+
+    for s in (row, col, layer):
+        s.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox([row, col, layer]), out])
+
+
+def latent_widget(
+    context_encoder: Any, predictor: Any, target_encoder: Any, image: np.ndarray,
+    synthetic: bool = True,
+) -> Any:
+    """Patch picker for predicted-vs-target latents: predict a 2x2 block at (row, column).
+
+    Calls :func:`analysis.latents.block_masks`, :func:`analysis.latents.predict_latents` and
+    :func:`viz.plot_latents`.
+    """
+    import ipywidgets as w
+
+    from radjepa_lab.analysis.latents import block_masks, predict_latents
+    from radjepa_lab.viz.images import plot_latents
+
+    gh, gw = target_encoder.grid_size(*np.asarray(image).shape[-2:])
+    row = w.IntSlider(value=gh // 2, min=0, max=gh - 1, description="patch row")
+    col = w.IntSlider(value=gw // 3, min=0, max=gw - 1, description="patch col")
+    size = w.IntSlider(value=2, min=1, max=max(1, min(gh, gw) // 2), description="block size")
+    out = w.Output()
+
+    def make() -> Any:
+        ctx, tgt = block_masks((gh, gw), row.value, col.value, (size.value, size.value))
+        res = predict_latents(context_encoder, predictor, target_encoder, image, ctx, tgt)
+        return plot_latents(res, synthetic)
+
+    def update(*_: Any) -> None:
+        _render(out, make)
+
+    for s in (row, col, size):
+        s.observe(update, names="value")
+    update()
+    return w.VBox([w.HBox([row, col, size]), out])
+
+
+def umap_widget(
+    coords: Any, columns: Mapping[str, Sequence[Any] | np.ndarray], synthetic: bool = True
+) -> Any:
+    """Colour-by selector for an embedding scatter; calls :func:`viz.plot_embedding`."""
+    import ipywidgets as w
+
+    from radjepa_lab.viz.plots import plot_embedding
+
+    names = list(columns)
+    pick = w.Dropdown(options=names, value=names[0], description="colour by")
+    out = w.Output()
+
+    def update(*_: Any) -> None:
+        _render(out, lambda: plot_embedding(coords, columns[pick.value], pick.value,
+                                            synthetic=synthetic))
+
+    pick.observe(update, names="value")
+    update()
+    return w.VBox([pick, out])
