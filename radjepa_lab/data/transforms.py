@@ -1,0 +1,93 @@
+"""Preprocessing: the ONE place where the kit's intensity convention is written down.
+
+    Every dataset in the kit yields images as float32 in [0, 1], shape [1, S, S],
+    grayscale, air dark (MONOCHROME1 inverted), patient's right on the image's left.
+    No mean/std normalisation happens in the data layer: the ENCODER owns it (buffers
+    ``in_mean`` / ``in_std``; kit default 0.5 / 0.25; imported 3-channel models repeat the
+    gray channel and use ImageNet statistics). So notebooks, analysis and datasets all pass
+    [0, 1] images, and a checkpoint carries its own normalisation.
+
+:func:`preprocess` checks that contract on the way in (finite, within [0, 1]) and keeps it on
+the way out. Resizing preserves the aspect ratio: ``mode="pad"`` fits the whole image and pads
+with 0 (air) to a centred square; ``mode="crop"`` fills the square and centre-crops the
+excess. Resizing is torch's antialiased bilinear interpolation (it averages over the whole
+footprint when shrinking a 2000 px radiograph, so no aliasing; no Pillow needed here).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from radjepa_lab.errors import DataError
+
+
+def check_unit_range(img: np.ndarray, name: str = "image", tol: float = 1e-4) -> None:
+    """Raise DataError unless ``img`` is finite and within [0, 1] (the kit's convention)."""
+    lo, hi = float(img.min()), float(img.max())  # NaN/Inf anywhere shows up here
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        n = int((~np.isfinite(img)).sum())
+        raise DataError(f"{name}: {n} NaN/Inf pixel(s); the file or a transform is broken.")
+    if lo < -tol or hi > 1 + tol:
+        raise DataError(f"{name}: values in [{lo:g}, {hi:g}] but the kit expects [0, 1]. "
+                        "Rescale it first (see radjepa_lab.data.transforms).")
+
+
+def equalize_histogram(img: np.ndarray, bins: int = 1024) -> np.ndarray:
+    """Histogram equalisation on [0, 1] floats (maps each value to its CDF)."""
+    hist, edges = np.histogram(img, bins=bins, range=(0.0, 1.0))
+    cdf = np.cumsum(hist).astype(np.float64)
+    cdf = (cdf - cdf[0]) / max(cdf[-1] - cdf[0], 1.0)
+    idx = np.clip((img * bins).astype(np.int64), 0, bins - 1)
+    return cdf[idx].astype(np.float32)
+
+
+def resize(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Antialiased bilinear resize of a float32 [H, W] image to ``hw`` (rows, cols)."""
+    th, tw = hw
+    if img.shape == (th, tw):
+        return img.astype(np.float32, copy=False)
+    t = torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32))[None, None]
+    out = F.interpolate(t, size=(th, tw), mode="bilinear", antialias=True, align_corners=False)
+    return out[0, 0].clamp_(0.0, 1.0).numpy()
+
+
+def preprocess(img: np.ndarray, size: int, mode: Literal["pad", "crop"] = "pad",
+               equalize: bool = False, name: str = "image") -> np.ndarray:
+    """[H, W] in [0, 1] -> float32 [size, size] in [0, 1], aspect ratio preserved."""
+    img = np.asarray(img)
+    if img.ndim == 3 and img.shape[0] == 1:
+        img = img[0]
+    if img.ndim != 2 or min(img.shape) < 1:
+        raise DataError(f"{name}: expected a 2-D grayscale image, got shape {img.shape}.")
+    if mode not in ("pad", "crop"):
+        raise DataError(f"{name}: mode={mode!r}; use 'pad' or 'crop'.")
+    if int(size) != size or size < 1:
+        raise DataError(f"{name}: size={size!r} must be a positive integer.")
+    img = img.astype(np.float32, copy=False)
+    check_unit_range(img, name)
+    h, w = img.shape
+    scale = size / max(h, w) if mode == "pad" else size / min(h, w)
+    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    if mode == "pad":
+        nh, nw = min(nh, size), min(nw, size)
+    else:
+        nh, nw = max(nh, size), max(nw, size)
+    out = resize(img, (nh, nw))
+    if equalize:
+        out = equalize_histogram(out)
+    if mode == "crop":
+        r0, c0 = (nh - size) // 2, (nw - size) // 2
+        return np.ascontiguousarray(out[r0 : r0 + size, c0 : c0 + size])
+    canvas = np.zeros((size, size), np.float32)
+    r0, c0 = (size - nh) // 2, (size - nw) // 2
+    canvas[r0 : r0 + nh, c0 : c0 + nw] = out
+    return canvas
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """float32 [S, S] -> FloatTensor [1, S, S] (shares memory)."""
+    return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).unsqueeze(0)
