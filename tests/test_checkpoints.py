@@ -1,0 +1,178 @@
+"""Checkpoint import round-trips: each format is written by the test from an independent
+timm ViT (the layout the real releases use) and must reproduce that model's tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer as TimmViT
+
+from radjepa_lab.errors import CheckpointError
+from radjepa_lab.models import IMAGENET_MEAN, IMAGENET_STD, detect_format, load_encoder
+
+DIM, HEADS, DEPTH, PATCH, GRID = 32, 2, 2, 8, 4
+
+
+def _timm(seed: int, **kw) -> TimmViT:
+    torch.manual_seed(seed)
+    m = TimmViT(
+        img_size=PATCH * GRID, patch_size=PATCH, in_chans=3, embed_dim=DIM, depth=DEPTH,
+        num_heads=HEADS, num_classes=0, global_pool="", **kw,
+    ).eval()
+    with torch.no_grad():  # make every tensor (zeros by default: cls, pos...) non-trivial
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def _reference_tokens(m: TimmViT, x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        return m.forward_features((x.repeat(1, 3, 1, 1) - mean) / std)[:, m.num_prefix_tokens :]
+
+
+def _check(path: Path, ref: TimmViT, **kw) -> None:
+    enc = load_encoder(path, num_heads=HEADS, **kw)  # heads cannot be read from shapes
+    x = torch.rand(2, 1, PATCH * GRID, PATCH * GRID)
+    with torch.no_grad():
+        torch.testing.assert_close(enc(x), _reference_tokens(ref, x), atol=1e-5, rtol=1e-5)
+    assert enc.num_prefix_tokens == ref.num_prefix_tokens
+    assert enc(torch.rand(1, 1, 48, 40)).shape == (1, 30, DIM)  # other sizes interpolate
+
+
+def test_ijepa_official_format(tmp_path: Path) -> None:
+    ctx, tgt = _timm(0, class_token=False), _timm(1, class_token=False)
+
+    def wrap(m: TimmViT) -> dict:
+        return {f"module.{k}": v for k, v in m.state_dict().items()}
+
+    path = tmp_path / "IN1K-vit.h.14-300e.pth.tar"
+    torch.save({"encoder": wrap(ctx), "target_encoder": wrap(tgt),
+                "predictor": {"module.mask_token": torch.zeros(1, 1, 8)}, "epoch": 3,
+                "opt": {}, "lr": 1e-3}, path)
+    assert detect_format(torch.load(path, weights_only=True)) == "ijepa"
+    _check(path, tgt)
+    _check(path, ctx, which="context")
+
+
+def test_radjepa_release_format(tmp_path: Path) -> None:
+    m = _timm(2, class_token=False)
+    path = tmp_path / "jepa_encoder.pth.tar"
+    torch.save({"encoder": m.state_dict()}, path)
+    _check(path, m, fmt="radjepa")
+    _check(path, m)  # auto-detected
+
+
+def test_dinov2_original_format_with_cls_registers_and_layerscale(tmp_path: Path) -> None:
+    m = _timm(3, class_token=True, reg_tokens=2, no_embed_class=True, init_values=1e-5)
+    sd = dict(m.state_dict())
+    # DINOv2 adds a CLS position row and never positions registers: fold a random CLS row.
+    cls_pos = torch.randn(1, 1, DIM)
+    sd["pos_embed"] = torch.cat([cls_pos, sd["pos_embed"]], dim=1)
+    sd["cls_token"] = sd["cls_token"] - cls_pos
+    sd["register_tokens"] = sd.pop("reg_token")
+    sd["mask_token"] = torch.zeros(1, DIM)
+    path = tmp_path / "dinov2_vitb14_reg.pth"
+    torch.save(sd, path)
+    _check(path, m, fmt="dinov2")
+    assert load_encoder(path, num_heads=HEADS).blocks[0].ls1.gamma.shape == (DIM,)
+
+
+def test_rad_dino_huggingface_safetensors(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    m = _timm(4, class_token=True, init_values=1.0)  # pos_embed has a CLS row here
+    hf = {
+        "embeddings.cls_token": m.cls_token, "embeddings.mask_token": torch.zeros(1, DIM),
+        "embeddings.position_embeddings": m.pos_embed,
+        "embeddings.patch_embeddings.projection.weight": m.patch_embed.proj.weight,
+        "embeddings.patch_embeddings.projection.bias": m.patch_embed.proj.bias,
+        "layernorm.weight": m.norm.weight, "layernorm.bias": m.norm.bias,
+    }
+    for i, b in enumerate(m.blocks):
+        pre = f"encoder.layer.{i}."
+        for part, w, bias in zip(
+            ("query", "key", "value"), b.attn.qkv.weight.chunk(3), b.attn.qkv.bias.chunk(3),
+            strict=True,
+        ):
+            hf[pre + f"attention.attention.{part}.weight"] = w
+            hf[pre + f"attention.attention.{part}.bias"] = bias
+        for ours, theirs in (("norm1", b.norm1), ("norm2", b.norm2), ("mlp.fc1", b.mlp.fc1),
+                             ("mlp.fc2", b.mlp.fc2), ("attention.output.dense", b.attn.proj)):
+            hf[pre + ours + ".weight"] = theirs.weight
+            hf[pre + ours + ".bias"] = theirs.bias
+        hf[pre + "layer_scale1.lambda1"] = b.ls1.gamma
+        hf[pre + "layer_scale2.lambda1"] = b.ls2.gamma
+    path = tmp_path / "model.safetensors"
+    save_file({k: v.detach().contiguous().clone() for k, v in hf.items()}, str(path))
+    _check(path, m)
+
+
+def test_custom_normalisation_and_heads_override(tmp_path: Path) -> None:
+    m = _timm(5, class_token=False)
+    path = tmp_path / "enc.pth"
+    torch.save({"encoder": m.state_dict()}, path)
+    enc = load_encoder(path, in_mean=(0.53,), in_std=(0.26,), num_heads=4)
+    assert torch.allclose(enc.in_mean, torch.full((1, 3, 1, 1), 0.53))
+    assert enc.blocks[0].attn.num_heads == 4
+
+
+def test_pickled_code_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"encoder": {"x": torch.zeros(1)}, "obj": Path("/tmp")}, path)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_encoder(path)
+
+
+def test_missing_and_unknown_files_raise_checkpoint_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_encoder(tmp_path / "nope.pth")
+    path = tmp_path / "odd.pth"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(CheckpointError, match="Unrecognised"):
+        load_encoder(path)
+
+
+def test_kit_checkpoint_round_trip(tmp_path: Path) -> None:
+    from train_fixtures import blob_images, tiny_config
+
+    from radjepa_lab.train import pretrain
+
+    res = pretrain(tiny_config(steps=3, ckpt_every=3), tmp_path, dataset=blob_images(16),
+                   progress=False)
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_encoder(res.checkpoint)(x), res.target_encoder(x))
+        ctx = load_encoder(res.checkpoint, which="context")
+        torch.testing.assert_close(ctx(x), res.encoder(x))
+    assert detect_format(torch.load(res.checkpoint, weights_only=True)) == "kit"
+
+
+def test_export_checkpoint_is_small_half_precision_and_loads(tmp_path) -> None:
+    """The shipped checkpoint's format: target encoder + predictor in float16, no optimiser."""
+    from radjepa_lab.config import get_preset
+    from radjepa_lab.notebook import load_jepa
+    from radjepa_lab.train import export_checkpoint, load_checkpoint, pretrain
+
+    cfg = get_preset("smoke")
+    cfg.steps, cfg.warmup = 4, 1
+    res = pretrain(cfg, tmp_path / "run", progress=False)
+    dst = export_checkpoint(res.checkpoint, tmp_path / "small.pt")
+    state = load_checkpoint(dst)
+    assert "optimizer" not in state and "encoder" not in state and "rng" not in state
+    assert all(v.dtype == torch.float16 for v in state["target_encoder"].values()
+               if v.is_floating_point())
+    assert dst.stat().st_size < res.checkpoint.stat().st_size / 2
+    full = load_encoder(res.checkpoint, which="target")
+    small = load_encoder(dst, which="target")
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        err = (full(x) - small(x)).abs().max().item()
+    assert err < 5e-2, f"float16 export changed the outputs by {err}"
+    jepa = load_jepa(dst)
+    assert jepa.info["context_from_target"] is True
+    with pytest.raises(CheckpointError, match="which='target'"):
+        load_encoder(dst, which="context")
