@@ -192,17 +192,24 @@ class MultiBlockMaskSampler:
         ctx = self._context(cboxes, tboxes)
         bad = ctx.sum(1) < cfg.min_keep
         tries = 0
+        stacked = False
         while bad.any():
             tries += 1
-            if tries > cfg.max_tries:
+            idx = bad.nonzero().squeeze(1)
+            if tries > cfg.max_tries and not stacked:
+                # Rare unlucky draws (e.g. four disjoint targets inside a small context block)
+                # must not kill a long run: fall back to stacking the sample's targets on its
+                # first one, which frees the most context, and keep redrawing the context.
+                tboxes[idx] = tboxes[idx, :1].expand(-1, m, -1).clone()
+                stacked, tries = True, 0
+            elif tries > cfg.max_tries:
                 raise ConfigError(
                     f"Could not give every context >= min_keep={cfg.min_keep} of "
                     f"{ctx.shape[1]} patches (grid {self.grid}) in {cfg.max_tries} redraws; "
                     "lower MaskConfig.min_keep, pred_scale or n_targets, or raise enc_scale."
                 )
-            idx = bad.nonzero().squeeze(1)
             cboxes[idx] = self.place(ch[idx], cw[idx], generator)
-            if tries % 10 == 0:  # the targets themselves leave too little room: redraw them
+            if tries % 10 == 0 and not stacked:  # targets leave too little room: redraw them
                 tboxes[idx] = self.place(th[idx], tw[idx], generator)
             ctx[idx] = self._context(cboxes[idx], tboxes[idx])
             bad = ctx.sum(1) < cfg.min_keep
