@@ -12,7 +12,7 @@ export MPLBACKEND ?= Agg
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,xrv]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

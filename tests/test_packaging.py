@@ -47,7 +47,7 @@ def test_environment_yml_mirrors_pyproject() -> None:
     floor = re.match(r">=(\d+)\.(\d+)", proj["requires-python"])
     assert floor and (major, minor) >= (int(floor[1]), int(floor[2]))
     assert conda == ["pip"], f"conda deps must come from pyproject via pip, found {conda}"
-    assert pip == ["-e .[dev]"], f"environment.yml must install the kit with '-e .[dev]', found {pip}"
+    assert pip == ["-e .[dev,xrv]"], f"environment.yml must install the kit with -e .[dev,xrv] like the Makefile, found {pip}"
     assert "dev" in proj["optional-dependencies"]
 
 

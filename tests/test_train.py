@@ -210,7 +210,7 @@ def test_checkpoint_io(tmp_path: Path) -> None:
 
 
 def test_presets_and_serialisation() -> None:
-    assert set(PRESETS) == {"smoke", "cpu", "gpu-short", "radjepa-b14"}
+    assert {"smoke", "cpu", "gpu-short", "radjepa-b14"} <= set(PRESETS)
     for name in PRESETS:
         cfg = get_preset(name)
         assert config_from_dict(config_to_dict(cfg)) == cfg

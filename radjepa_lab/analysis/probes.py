@@ -31,7 +31,7 @@ __all__ = [
     "run_linear_probe",
 ]
 
-DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0)
 
 
 def _check_xy(x: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.ndarray]:
@@ -131,7 +131,7 @@ def fit_linear_probe(
     Cs: Sequence[float] = DEFAULT_CS,
     val_fraction: float = 0.2,
     seed: int = 0,
-    max_iter: int = 2000,
+    max_iter: int = 500,
 ) -> LinearProbe:
     """Fit standardised one-vs-rest logistic regression, choosing C on a validation split.
 

@@ -126,6 +126,20 @@ def read_dicom_header(path: str | Path) -> Any:
 def read_dicom(path: str | Path, apply_voi: bool = True,
                frame: int | None = None) -> tuple[np.ndarray, DicomMeta]:
     """Read a DICOM radiograph as float32 [H, W] in [0, 1] with air dark, plus its metadata."""
+    try:
+        return _read_dicom(path, apply_voi, frame)
+    except DicomReadError:
+        raise
+    except Exception as e:  # a corrupt header value pydicom kept as-is (fuzzing finds these)
+        raise DicomReadError(
+            f"{path}: cannot interpret the DICOM header ({type(e).__name__}: {e}). A value such "
+            "as RescaleSlope, WindowCenter, BitsStored or NumberOfFrames is corrupt; re-export "
+            "the file."
+        ) from e
+
+
+def _read_dicom(path: str | Path, apply_voi: bool,
+                frame: int | None) -> tuple[np.ndarray, DicomMeta]:
     p = Path(path)
     ds = read_dicom_header(p)
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
@@ -153,10 +167,12 @@ def read_dicom(path: str | Path, apply_voi: bool = True,
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     spp = int(ds.get("SamplesPerPixel", 1))
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if n_frames == 1 and arr.ndim == (4 if spp > 1 else 3):  # pydicom found excess frames
+        n_frames = arr.shape[0]
     if n_frames > 1:
         if frame is None:
             warnings.warn(f"{p}: multi-frame DICOM ({n_frames} frames); returning frame 0. "
-                          "Pass frame=k to pick another.", UserWarning, stacklevel=2)
+                          "Pass frame=k to pick another.", UserWarning, stacklevel=3)
         k = 0 if frame is None else int(frame)
         if not 0 <= k < n_frames:
             raise DicomReadError(f"{p}: frame={k} out of range, the file has {n_frames} frames.")
@@ -168,7 +184,7 @@ def read_dicom(path: str | Path, apply_voi: bool = True,
     if spp > 1 or arr.ndim == 3:
         warnings.warn(f"{p}: colour DICOM ({photometric}, {spp} samples); converted to "
                       "grayscale luminance (0.299 R + 0.587 G + 0.114 B).", UserWarning,
-                      stacklevel=2)
+                      stacklevel=3)
         # pydicom returns RGB for YBR_* by default
         gray = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         voi, inverted = "none", False
@@ -197,6 +213,9 @@ def read_dicom(path: str | Path, apply_voi: bool = True,
         if not finite:
             raise DicomReadError(f"{p}: Modality/VOI LUT gives NaN/Inf values; the header "
                                  "(RescaleSlope, WindowWidth, LUTs) is corrupt.")
+    if img.ndim != 2:
+        raise DicomReadError(f"{p}: decoded pixels have shape {arr.shape}; Rows, Columns, "
+                             "SamplesPerPixel and NumberOfFrames disagree with the data.")
     meta = DicomMeta(
         path=str(p),
         rows=int(ds.get("Rows", img.shape[0])),

@@ -1,0 +1,27 @@
+"""Fixtures of the reliability suite (helpers live in corpus.py and guards.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from guards import outbound_network_blocked
+
+
+@pytest.fixture
+def no_network() -> Iterator[list[str]]:
+    """Block outbound network for the test; yields the list of attempts (must stay empty)."""
+    with outbound_network_blocked() as attempts:
+        yield attempts
+    assert attempts == [], f"code reached for the network: {attempts}"
+
+
+@pytest.fixture(autouse=True)
+def _single_thread_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subprocesses started by these tests use the same thread count as this process, so
+    their CPU results can be compared bit for bit with in-process runs."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    monkeypatch.setenv("RADJEPA_LAB_PROFILE", os.environ.get("RADJEPA_LAB_PROFILE", "smoke"))
