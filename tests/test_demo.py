@@ -22,6 +22,6 @@ def test_demo_pipeline_writes_report(tmp_path: Path) -> None:
     assert timings["preset"] == "smoke" and timings["total_s"] > 0
     metrics = [json.loads(x) for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert metrics[-1]["step"] == 40 and all("rankme" in m for m in metrics if m["step"] > 1)
-    pngs = sorted(p.name for p in out.glob("*.png"))
+    pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
     for fig in ("probe_bars", "embedding", "attention_rollout", "latents", "training_curves"):
         assert any(fig in p for p in pngs), f"demo report lacks the {fig} figure: {pngs}"
