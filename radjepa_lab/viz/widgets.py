@@ -129,10 +129,17 @@ def latent_widget(
     from radjepa_lab.viz.images import plot_latents
 
     gh, gw = target_encoder.grid_size(*np.asarray(image).shape[-2:])
-    row = w.IntSlider(value=gh // 2, min=0, max=gh - 1, description="patch row")
-    col = w.IntSlider(value=gw // 3, min=0, max=gw - 1, description="patch col")
     size = w.IntSlider(value=2, min=1, max=max(1, min(gh, gw) // 2), description="block size")
+    # the block's top-left corner: every slider position is a distinct, in-grid block (a corner
+    # past gh - size would be clamped by block_masks and redraw the same figure)
+    row = w.IntSlider(value=(gh - 2) // 2, min=0, max=gh - size.value, description="patch row")
+    col = w.IntSlider(value=(gw - 2) // 3, min=0, max=gw - size.value, description="patch col")
     out = w.Output()
+
+    def resize(*_: Any) -> None:
+        row.max, col.max = gh - size.value, gw - size.value
+
+    size.observe(resize, names="value")
 
     def make() -> Any:
         ctx, tgt = block_masks((gh, gw), row.value, col.value, (size.value, size.value))
