@@ -1,6 +1,6 @@
 """Peak memory of `cpu`-preset pretraining, against the 4 GB classroom target and a baseline.
 
-    python bench/memory.py [--preset cpu] [--steps 20] [--target-mib 4096]
+    python bench/memory.py [--preset cpu] [--steps 20] [--target-mib 4096] [--device cpu]
 
 Each measurement runs in a fresh interpreter, so one cannot inherit the other's peak:
 
@@ -53,12 +53,12 @@ def _child_baseline(preset: str) -> dict[str, float]:
     return {"loss": float(loss.detach())}
 
 
-def _child_pretrain(preset: str, steps: int) -> dict[str, float]:
+def _child_pretrain(preset: str, steps: int, device: str) -> dict[str, float]:
     from radjepa_lab.config import get_preset
     from radjepa_lab.train import pretrain
 
     cfg = get_preset(preset)
-    cfg.steps = steps
+    cfg.steps, cfg.device = steps, device
     cfg.warmup = min(cfg.warmup, steps)
     cfg.log_every = max(1, min(cfg.log_every, steps))
     cfg.ckpt_every = max(1, steps // 2)
@@ -68,19 +68,21 @@ def _child_pretrain(preset: str, steps: int) -> dict[str, float]:
             "final_loss": res.history[-1]["loss"]}
 
 
-def _child(kind: str, preset: str, steps: int) -> None:
+def _child(kind: str, preset: str, steps: int, device: str) -> None:
     t0 = time.perf_counter()
-    info = _child_baseline(preset) if kind == "baseline" else _child_pretrain(preset, steps)
+    info = (_child_baseline(preset) if kind == "baseline"
+            else _child_pretrain(preset, steps, device))
     info["seconds"] = time.perf_counter() - t0
     info["self_peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MIB
     info["worker_peak_mib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / MIB
     print("RESULT " + json.dumps(info), flush=True)
 
 
-def _measure(kind: str, preset: str, steps: int) -> dict[str, float]:
+def _measure(kind: str, preset: str, steps: int, device: str) -> dict[str, float]:
     """Run one child; sample the process tree's RSS while it runs (psutil, if installed)."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    cmd = [sys.executable, __file__, "--child", kind, "--preset", preset, "--steps", str(steps)]
+    cmd = [sys.executable, __file__, "--child", kind, "--preset", preset, "--steps", str(steps),
+           "--device", device]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
     tree_peak = 0.0
     try:
@@ -110,16 +112,17 @@ def main() -> int:
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--target-mib", type=float, default=4096.0)
+    ap.add_argument("--device", default="cpu", help="the classroom case is a CPU-only laptop")
     ap.add_argument("--child", choices=["baseline", "pretrain"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        _child(a.child, a.preset, a.steps)
+        _child(a.child, a.preset, a.steps, a.device)
         return 0
-    base = _measure("baseline", a.preset, a.steps)
-    run = _measure("pretrain", a.preset, a.steps)
+    base = _measure("baseline", a.preset, a.steps, a.device)
+    run = _measure("pretrain", a.preset, a.steps, a.device)
     peak = run["self_peak_mib"]
-    print(f"memory bench, preset={a.preset}, {run['steps_done']} steps, n_train={run['n_train']}, "
-          f"{run['workers']} DataLoader workers, OMP_NUM_THREADS="
+    print(f"memory bench, preset={a.preset}, device={a.device}, {run['steps_done']} steps, "
+          f"n_train={run['n_train']}, {run['workers']} DataLoader workers, OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', '2')}")
     print(f"  baseline (bare fwd/bwd, same model)  peak RSS {base['self_peak_mib']:8.0f} MiB")
     print(f"  pretrain: training process           peak RSS {peak:8.0f} MiB "

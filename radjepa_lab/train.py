@@ -364,11 +364,11 @@ def _cache(dataset: Dataset, cfg: TrainConfig) -> torch.Tensor:
                                 "NaN/Inf pixels; fix the dataset or its transform.")
             out.append((imgs.clamp(0, 1) * 255.0).round().to(torch.uint8))
     finally:
-        close_loader(it)
+        _close_loader(it)
     return torch.cat(out)
 
 
-def close_loader(it: Any) -> None:
+def _close_loader(it: Any) -> None:
     """Stop a DataLoader iterator's worker processes now. After an error, the traceback
     keeps the iterator alive (a notebook keeps the last one indefinitely), and with it every
     worker process and its memory."""
@@ -465,7 +465,7 @@ def _batches(dataset: Dataset, cached: torch.Tensor | None, cfg: TrainConfig, st
             _check_range(imgs)
             yield step, imgs.to(device, non_blocking=True), mb
     finally:
-        close_loader(it)
+        _close_loader(it)
 
 
 # ----------------------------------------------------------------------------- trainer

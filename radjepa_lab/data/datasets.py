@@ -105,10 +105,16 @@ class _FileDataset(Dataset):
                     if err is e:
                         raise
                     raise err from e
-                self.skipped.append((str(self.paths[j]), str(err)))
+                self._skip(str(self.paths[j]), str(err))
                 warnings.warn(f"skipping {err}", UserWarning, stacklevel=2)
         raise DataError(f"{type(self).__name__}: every one of the {n} files failed to load; "
                         f"first error: {self.skipped[0][1] if self.skipped else '?'}")
+
+    def _skip(self, path: str, reason: str) -> None:
+        """Record a bad file once, however often it is met (retries of neighbouring items,
+        epochs, ``scan``), so ``skip_report`` counts files, not encounters."""
+        if all(path != p for p, _ in self.skipped):
+            self.skipped.append((path, reason))
 
     def scan(self) -> dict[str, Any]:
         """Decode every file now; with on_error='skip' drop the bad ones. Returns the counts."""
@@ -120,7 +126,7 @@ class _FileDataset(Dataset):
             except DataError as e:
                 if self.on_error == "raise":
                     raise
-                self.skipped.append((str(p), str(e)))
+                self._skip(str(p), str(e))
         self.paths = [self.paths[i] for i in good]
         self.labels = self.labels[good]
         return self.skip_report()

@@ -140,10 +140,15 @@ def test_folder_dataset_skip_mode_continues_and_reports_every_bad_file(
     bad = _bad_file_cases(corpus)
     for c in bad:
         shutil.copy(c.path, root / f"{c.name}{c.path.suffix}")
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning, match="skipped 2 missing/empty"):  # the two 0-byte files
         ds = FolderDataset(root, size=16, on_error="skip")
-    items = [ds[i] for i in range(len(ds))]
+    with pytest.warns(UserWarning, match="skipping") as rec:
+        items = [ds[i] for i in range(len(ds))]
+        items = [ds[i] for i in range(len(ds))]  # a second epoch meets the same bad files
+    warned = " ".join(str(w.message) for w in rec)
+    assert all(f"{c.name}{c.path.suffix}" in warned for c in bad if c.path.stat().st_size)
     report = ds.scan()
+    assert report["n_skipped"] == len(ds.skipped) == len(bad)  # each bad file counted once
     assert len(ds) == len(good) == report["n_items"]
     assert {Path(it["path"]).name for it in items} == {p.name for p in good}
     for it in items:

@@ -70,9 +70,9 @@ def logged_rows(out: Path) -> list[dict]:
 def launch(out: Path, resume: bool, code: str | None = None, env: dict | None = None
            ) -> subprocess.Popen:
     cmd = [sys.executable] + (["-c", code] if code else ["-m", "radjepa_lab"])
-    log = open(out.parent / f"{out.name}.log", "ab")  # noqa: SIM115 - closed by the child's exit
-    return subprocess.Popen(cmd + cli_args(out, resume), stdout=log, stderr=subprocess.STDOUT,
-                            env={**os.environ, **(env or {})})
+    with open(out.parent / f"{out.name}.log", "ab") as log:  # the child keeps its own copy
+        return subprocess.Popen(cmd + cli_args(out, resume), stdout=log,
+                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
 
 def kill_after_step(proc: subprocess.Popen, out: Path, step: int) -> int:
