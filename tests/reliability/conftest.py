@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -18,10 +17,9 @@ def no_network() -> Iterator[list[str]]:
 
 
 @pytest.fixture(autouse=True)
-def _single_thread_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Subprocesses started by these tests use the same thread count as this process, so
-    their CPU results can be compared bit for bit with in-process runs."""
+def _same_threads_in_subprocesses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subprocesses started by these tests use this process's intra-op thread count, so their
+    CPU results can be compared bit for bit with in-process runs."""
     import torch
 
     monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
-    monkeypatch.setenv("RADJEPA_LAB_PROFILE", os.environ.get("RADJEPA_LAB_PROFILE", "smoke"))

@@ -1,4 +1,5 @@
-"""Guards shared by the reliability and fuzz suites: a per-case time limit and a network block.
+"""Guards shared by the reliability and fuzz suites: a per-case time limit, a network block
+and a peak-RSS probe.
 
 Both are plain context managers so hypothesis tests can use them inside each example (function
 fixtures would be shared across examples).
@@ -11,7 +12,25 @@ import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+
+def vm_kib(key: str) -> int:
+    """A /proc/self/status memory figure in KiB (``VmRSS`` now, ``VmHWM`` peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise KeyError(key)
+
+
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0); False where that is not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 class CaseTimeout(AssertionError):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from corpus import Case, dicom_corpus, image_corpus, path_corpus, valid_dicom, write_big_png
+from guards import reset_peak_rss, vm_kib
 
 from radjepa_lab.data.datasets import CSVDataset, FolderDataset
 from radjepa_lab.data.images import load_image
@@ -244,13 +245,6 @@ def test_nan_images_never_reach_the_training_cache(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- memory
 
 
-def _vm_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
 def test_huge_png_is_reduced_while_reading_with_bounded_memory(tmp_path: Path) -> None:
     """10000 x 10000 8-bit PNG through a dataset at 64 px: peak RSS grows by at most the
     decoded 8-bit frame (+25%), never by a full-resolution float copy (4-8x that)."""
@@ -258,16 +252,14 @@ def test_huge_png_is_reduced_while_reading_with_bounded_memory(tmp_path: Path) -
     root.mkdir()
     path = write_big_png(root / "huge.png", 10_000, 10_000)
     native_mib = 10_000 * 10_000 / 2**20
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter (Linux)
-    except OSError:
+    if not reset_peak_rss():
         pytest.skip("cannot reset peak RSS here (/proc/self/clear_refs not writable)")
-    before = _vm_kib("VmRSS")
+    before = vm_kib("VmRSS")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning at 1e8 pixels
         ds = FolderDataset(root, size=64)
         item = ds[0]
-    growth_mib = (_vm_kib("VmHWM") - before) / 1024
+    growth_mib = (vm_kib("VmHWM") - before) / 1024
     assert item["img"].shape == (1, 64, 64)
     assert growth_mib < 1.25 * native_mib + 16, f"peak grew {growth_mib:.0f} MiB"
     with warnings.catch_warnings():

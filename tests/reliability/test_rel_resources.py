@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from corpus import valid_dicom
-from guards import time_limit
+from guards import reset_peak_rss, time_limit, vm_kib
 
 from radjepa_lab.analysis.embed import extract_features
 from radjepa_lab.config import ModelConfig
@@ -45,13 +45,6 @@ class LiveCountingDataset(torch.utils.data.Dataset):
         return {"img": img, "lab": torch.tensor([float(i % 2)]), "idx": i}
 
 
-def _vm_kib(key: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise KeyError(key)
-
-
 def _encoder() -> torch.nn.Module:
     return build_encoder(ModelConfig(img_size=SIZE, patch_size=16, embed_dim=32, depth=1,
                                      num_heads=2, pred_embed_dim=16, pred_depth=1,
@@ -63,16 +56,12 @@ def test_extract_features_streams_a_dataset_bigger_than_its_budget() -> None:
     enc = _encoder()
     data_mib = N * SIZE * SIZE * 4 / 2**20
     gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # reset the peak-RSS counter (Linux)
-        rss_check = True
-    except OSError:
-        rss_check = False
-    before = _vm_kib("VmRSS")
+    rss_check = reset_peak_rss()  # Linux; else only the live-tensor count is checked
+    before = vm_kib("VmRSS")
     with time_limit(120, "extract_features"):
         feats = extract_features(enc, ds, pool="mean", batch_size=BATCH, device="cpu",
                                  progress=False)
-    growth_mib = (_vm_kib("VmHWM") - before) / 1024
+    growth_mib = (vm_kib("VmHWM") - before) / 1024
     assert ds.made == N and feats.pooled.shape == (N, 32)
     np.testing.assert_array_equal(feats.idx, np.arange(N))
     assert ds.peak <= BATCH, f"{ds.peak} images alive at once (batch is {BATCH})"
