@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(PY) bench/phantoms.py
 	$(PY) bench/dicom_read.py
 	$(PY) bench/throughput.py
+	$(PY) bench/memory.py
 	$(PY) bench/notebooks.py
 
 bench-gpu:
