@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radjepa_lab.analysis.embed import as_image_batch
 from radjepa_lab.errors import RadJEPALabError
 
 __all__ = [
@@ -117,20 +118,10 @@ class AttentionResult:
         return self.attn.shape[1]
 
 
-def _as_image_batch(image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(image, dtype=np.float32) if not torch.is_tensor(image) else image)
-    x = x.float()
-    while x.ndim < 4:
-        x = x.unsqueeze(0)
-    if x.shape[0] != 1:
-        raise RadJEPALabError(f"expected ONE image ([H,W], [1,H,W] or [1,1,H,W]), got {tuple(x.shape)}")
-    return x
-
-
 @torch.no_grad()
 def attention_maps(encoder: nn.Module, image: np.ndarray | torch.Tensor) -> AttentionResult:
     """Run ``encoder`` on one image in [0, 1] and return all attention weights."""
-    x = _as_image_batch(image).to(next(encoder.parameters()).device)
+    x = as_image_batch(image, "attention_maps").to(next(encoder.parameters()).device)
     was = encoder.training
     encoder.eval()
     try:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radjepa_lab.analysis.embed import as_image_batch
 from radjepa_lab.analysis.probes import LinearProbe
 from radjepa_lab.errors import RadJEPALabError
 
@@ -81,11 +82,7 @@ def probe_module(encoder: nn.Module, probe: LinearProbe, pool: str = "mean") -> 
 
 
 def _x(model: nn.Module, image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    x = image if torch.is_tensor(image) else torch.from_numpy(np.asarray(image, np.float32))
-    x = x.float()
-    while x.ndim < 4:
-        x = x.unsqueeze(0)
-    return x.to(next(model.parameters()).device)
+    return as_image_batch(image, single=False).to(next(model.parameters()).device)
 
 
 def integrated_gradients(

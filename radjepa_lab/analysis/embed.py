@@ -49,6 +49,23 @@ __all__ = [
 POOLINGS = ("mean", "2x2")
 
 
+def as_image_batch(image: np.ndarray | torch.Tensor, where: str = "",
+                   single: bool = True) -> torch.Tensor:
+    """An image ``[H, W]``, ``[C, H, W]`` or ``[B, C, H, W]`` (array or tensor) as a float
+    ``[B, C, H, W]`` tensor; with ``single`` it must be ONE image, because the per-image
+    analyses (attention, latents) return one map, not a batch of them."""
+    x = image if torch.is_tensor(image) else torch.from_numpy(np.asarray(image, np.float32))
+    x = x.float()
+    while x.ndim < 4:
+        x = x.unsqueeze(0)
+    if single and x.shape[0] != 1:
+        raise RadJEPALabError(
+            f"{where or 'as_image_batch'}: pass ONE image ([H,W], [1,H,W] or [1,1,H,W]), "
+            f"got shape {tuple(x.shape)}"
+        )
+    return x
+
+
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU."""
     if device is None or device == "auto":

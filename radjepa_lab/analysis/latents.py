@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radjepa_lab.analysis.embed import as_image_batch
 from radjepa_lab.errors import RadJEPALabError
 
 __all__ = [
@@ -33,16 +34,6 @@ __all__ = [
     "pca_rgb",
     "predict_latents",
 ]
-
-
-def _image_batch(image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    x = image if torch.is_tensor(image) else torch.from_numpy(np.asarray(image, np.float32))
-    x = x.float()
-    while x.ndim < 4:
-        x = x.unsqueeze(0)
-    if x.shape[0] != 1:
-        raise RadJEPALabError(f"predict_latents: pass ONE image, got shape {tuple(x.shape)}")
-    return x
 
 
 def _target_tokens(target_encoder: nn.Module, x: torch.Tensor, normalize: bool) -> torch.Tensor:
@@ -126,7 +117,7 @@ def predict_latents(
     ``normalize_targets`` applies the layer norm I-JEPA applies to its regression targets.
     """
     dev = next(context_encoder.parameters()).device
-    x = _image_batch(image).to(dev)
+    x = as_image_batch(image, "predict_latents").to(dev)
     grid = tuple(target_encoder.grid_size(x.shape[-2], x.shape[-1]))
     if context_idx is None or target_idx is None:
         context_idx, target_idx = _sample_masks(grid, mask_cfg, seed)
