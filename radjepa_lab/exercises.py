@@ -368,6 +368,8 @@ def check_jepa_loss(jepa_loss: Callable[..., Any]) -> CheckResult:
     Must equal the mean smooth-L1 (beta 1) between ``pred`` and ``target`` layer-normed over
     the feature dimension WITHOUT affine parameters (I-JEPA's loss).
     """
+    from radjepa_lab.train import jepa_loss as kit_loss
+
     ex = "jepa_loss"
     cases = _loss_cases()
     for i, (pred, target, desc) in enumerate(cases):
@@ -382,7 +384,7 @@ def check_jepa_loss(jepa_loss: Callable[..., Any]) -> CheckResult:
             raise _fail(ex, f"on case {case} your loss has shape {tuple(out.shape)}; reduce it "
                             "to one number with the MEAN over all elements.")
         ln = F.layer_norm(target, (d,))
-        ref = F.smooth_l1_loss(pred, ln)
+        ref = kit_loss(pred, target)  # the trainer's own loss is the reference
         mu, sd = target.mean(-1, keepdim=True), target.std(-1, keepdim=True)
         variants = {
             "you forgot to layer-normalise the target: use F.layer_norm(target, "
