@@ -288,9 +288,10 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
 # ----------------------------------------------------------------------------- device & profile
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` -> cuda if available else cpu; explicit names are checked, not silently changed."""
-    if device == "auto":
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` (or None) -> cuda if available else cpu; explicit names are checked, not
+    silently changed."""
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():

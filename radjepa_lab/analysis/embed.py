@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radjepa_lab.config import resolve_device
 from radjepa_lab.errors import DataError, RadJEPALabError
 
 __all__ = [
@@ -64,13 +65,6 @@ def as_image_batch(image: np.ndarray | torch.Tensor, where: str = "",
             f"got shape {tuple(x.shape)}"
         )
     return x
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class ArrayDataset(torch.utils.data.Dataset):

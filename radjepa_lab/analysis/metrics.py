@@ -64,16 +64,14 @@ def rankme(features: Any, eps: float = 1e-7, center: bool = True) -> float:
     the mean first, so a shared offset (e.g. from position embeddings) is not counted as a
     dimension; this is the variant quoted in the kit's notes and logged by ``train.py``.
     """
+    import torch
+
+    from radjepa_lab.train import rankme as _rankme  # one implementation for monitors and analysis
+
     z = as_numpy(features).astype(np.float64)
     if z.ndim != 2 or z.shape[0] < 2:
         raise RadJEPALabError(f"rankme: features must be [N>=2, D], got shape {z.shape}")
-    if center:
-        z = z - z.mean(axis=0, keepdims=True)
-    s = np.linalg.svd(z, compute_uv=False)
-    if s.sum() <= 0:
-        return 1.0
-    p = s / s.sum() + eps
-    return float(np.exp(-(p * np.log(p)).sum()))
+    return _rankme(torch.from_numpy(z), center=center, eps=eps)
 
 
 def feature_std(features: Any) -> float:
@@ -82,9 +80,11 @@ def feature_std(features: Any) -> float:
     For features spread over the sphere it is about ``1/sqrt(D)``; it drops towards 0 when all
     images map to one point (the collapse SimSiam's authors monitor).
     """
-    z = as_numpy(features).astype(np.float64)
-    z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
-    return float(z.std(axis=0).mean())
+    import torch
+
+    from radjepa_lab.train import feature_std as _feature_std
+
+    return _feature_std(torch.from_numpy(as_numpy(features).astype(np.float64)))
 
 
 # --------------------------------------------------------------------------------------------
