@@ -92,13 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.checkpoint:
         ckpt = Path(a.checkpoint)
     else:
-        from radjepa_lab.cli import apply_overrides
+        from radjepa_lab.cli import apply_overrides, with_steps
         from radjepa_lab.train import pretrain
 
-        cfg = apply_overrides(get_preset(a.preset), a.set)
-        if a.steps is not None:
-            cfg.steps = a.steps
-            cfg.warmup = min(cfg.warmup, cfg.steps)
+        cfg = with_steps(apply_overrides(get_preset(a.preset), a.set), a.steps)
         print(f"pretraining preset {a.preset!r} for {cfg.steps} steps -> {out / 'pretrain'}")
         res = pretrain(cfg, out / "pretrain", progress=not a.no_progress)
         ckpt = res.checkpoint

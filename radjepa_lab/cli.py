@@ -48,18 +48,37 @@ def apply_overrides(cfg: Any, items: Sequence[str]) -> Any:
         if isinstance(getattr(obj, target), tuple) and isinstance(value, list):
             value = tuple(value)
         setattr(obj, target, value)
+    _revalidate(cfg)
+    return cfg
+
+
+def with_steps(cfg: Any, steps: int | None) -> Any:
+    """``--steps N``: shorten (or lengthen) a preset; the warmup is capped at N so a short
+    trial run of a long preset stays a valid config instead of failing validation."""
+    if steps is not None:
+        cfg.steps = steps
+        cfg.warmup = min(cfg.warmup, steps)
+        _revalidate(cfg)
+    return cfg
+
+
+def _revalidate(cfg: Any) -> None:
+    """Re-run every nested dataclass's checks, so ``--set model.patch_init=bogus`` fails now."""
+    import dataclasses
+
+    if not dataclasses.is_dataclass(cfg):
+        return
+    for f in dataclasses.fields(cfg):
+        _revalidate(getattr(cfg, f.name))
     if hasattr(cfg, "__post_init__"):
         cfg.__post_init__()
-    return cfg
 
 
 def _cmd_pretrain(a: argparse.Namespace) -> int:
     from radjepa_lab.config import get_preset
     from radjepa_lab.train import pretrain
 
-    cfg = apply_overrides(get_preset(a.preset), a.set or [])
-    if a.steps is not None:
-        cfg.steps = a.steps
+    cfg = with_steps(apply_overrides(get_preset(a.preset), a.set or []), a.steps)
     if a.data != "phantoms":
         cfg.data = a.data
     res = pretrain(cfg, Path(a.out), resume=a.resume, progress=not a.no_progress)

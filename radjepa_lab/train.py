@@ -514,7 +514,7 @@ class JEPA:
     def __init__(self, cfg: TrainConfig, device: torch.device,
                  info: D.DistInfo | None = None) -> None:
         self.cfg, self.device, self.info = cfg, device, info or D.DistInfo()
-        self.encoder = build_encoder(cfg.model, seed=cfg.seed)
+        self.encoder = build_encoder(cfg.model, init=cfg.model.encoder_init, seed=cfg.seed)
         self.predictor = build_predictor(cfg.model, seed=cfg.seed)
         self.target = copy.deepcopy(self.encoder).requires_grad_(False).eval().to(device)
         self.online = _Online(self.encoder, self.predictor).to(device)
