@@ -144,3 +144,27 @@ def test_dicom_steps_end_with_air_dark() -> None:
     centre = out[out.shape[0] // 3 : out.shape[0] // 2, out.shape[1] // 2 - 10 : out.shape[1] // 2 + 10]
     assert corner < centre.mean(), "MONOCHROME1 must come back with air dark"
     assert N.plot_dicom_steps(steps).axes
+
+
+def test_shipped_checkpoint_matches_its_documented_recipe() -> None:
+    """data/README.md says the shipped checkpoint is ``--preset gpu-phantom``; prove it, so the
+    documented command cannot drift from the file the notebooks load."""
+    from radjepa_lab.config import config_to_dict, get_preset
+    from radjepa_lab.train import load_checkpoint
+
+    state = load_checkpoint(N.SHIPPED_CHECKPOINT)
+    assert N.SHIPPED_CHECKPOINT.stat().st_size <= 10 * 2**20
+    want = config_to_dict(get_preset("gpu-phantom"))
+    got = dict(state["config"])
+    for volatile in ("device", "expected_minutes", "description"):
+        want.pop(volatile), got.pop(volatile)
+    assert got == want
+    assert state["step"] == want["steps"]
+    # its training log sits beside it and shows RankMe rising over the run
+    import json
+
+    log = [json.loads(ln) for ln in
+           (N.SHIPPED_CHECKPOINT.parent / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    assert log[-1]["step"] == want["steps"]
+    rk = [r["rankme"] for r in log if r.get("rankme") is not None]
+    assert rk[-1] > 1.5 * rk[0]
