@@ -69,6 +69,21 @@ def test_xray_figures() -> None:
     assert "SYNTHETIC" not in _titles(viz.plot_images(IMG[None], synthetic=False))
 
 
+def test_attention_heads_share_one_scale_per_row_and_grids_have_whole_ticks() -> None:
+    res = _attention()
+    fig = viz.plot_attention_heads(res, (1, 2))
+    heads = [ax for ax in fig.axes if ax.get_title().startswith("layer")]
+    for layer in range(res.n_layers):
+        row = [ax for ax in heads if ax.get_title().startswith(f"layer {layer} ")]
+        clims = {ax.images[-1].get_clim() for ax in row}
+        assert len(row) == res.n_heads and len(clims) == 1  # the row's one colourbar is true
+    fig = viz.plot_mask_overlay(IMG, np.arange(0, 8), np.array([[10, 11]]), patch_size=8)
+    fig.canvas.draw()
+    grid_ax = next(ax for ax in fig.axes if ax.get_xlabel() == "patch column")
+    ticks = grid_ax.get_xticks()
+    assert len(ticks) and np.allclose(ticks, np.round(ticks))
+
+
 def test_sampled_masks_figure() -> None:
     fig = viz.plot_sampled_masks(np.zeros((64, 64), np.float32), seed=1, patch_size=8,
                                  synthetic=True)

@@ -75,6 +75,16 @@ def show_xray(ax, image: np.ndarray, title: str | None = None, mark_side: bool =
     return im
 
 
+def label_patch_grid(ax) -> None:
+    """Axis labels and whole-number ticks for a map drawn on the patch grid (no "2.5" patches)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("patch column")
+    ax.set_ylabel("patch row")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def overlay(ax, image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet",
             vmin: float | None = None, vmax: float | None = None):
     """Overlay a heat map (any size; upsampled to the image) on an X-ray; returns the heat image."""
@@ -155,8 +165,7 @@ def plot_mask_overlay(
     cmap = ListedColormap(["#dddddd", CONTEXT_COLOUR, *TARGET_COLOURS[: len(tgt)]])
     axes[0, 1].imshow(lab.reshape(grid), cmap=cmap, vmin=-0.5, vmax=len(tgt) + 1.5, origin="upper")
     axes[0, 1].set_title(f"patch grid {grid[0]}x{grid[1]}", fontsize=9)
-    axes[0, 1].set_xlabel("patch column")
-    axes[0, 1].set_ylabel("patch row")
+    label_patch_grid(axes[0, 1])
     handles = [Patch(color="#dddddd", label="dropped"), Patch(color=CONTEXT_COLOUR, label="context")]
     handles += [Patch(color=TARGET_COLOURS[m % 6], label=f"target {m}") for m in range(len(tgt))]
     axes[0, 1].legend(handles=handles, fontsize=6, loc="upper right", bbox_to_anchor=(1.45, 1))
@@ -194,8 +203,7 @@ def plot_coverage(heatmap: np.ndarray, title: str = "How often each patch is a t
     ax = axes[0, 0]
     im = ax.imshow(np.asarray(heatmap), cmap="viridis", origin="upper")
     fig.colorbar(im, ax=ax, label=label)
-    ax.set_xlabel("patch column")
-    ax.set_ylabel("patch row")
+    label_patch_grid(ax)
     ax.set_title(title)
     return fig
 
@@ -210,8 +218,7 @@ def plot_latents(res: Any, synthetic: bool = False):
     fig.colorbar(im, ax=ax[1], label="cosine(predicted, target)", shrink=0.8)
     ax[1].set_title(f"cosine per target patch (mean {res.mean_cosine:.2f})", fontsize=9)
     for a in ax[1:]:
-        a.set_xlabel("patch column")
-        a.set_ylabel("patch row")
+        label_patch_grid(a)
     ax[2].imshow(res.rgb_target, origin="upper")
     ax[2].set_title("target latents (PCA→RGB)", fontsize=9)
     pred = np.where(np.isnan(res.rgb_predicted), 0.5, res.rgb_predicted)
@@ -255,9 +262,10 @@ def plot_attention_heads(
     fig, axes = new_figure(len(layers), res.n_heads, (2.2, 2.3))
     ps = res.image.shape[0] / res.grid[0]
     for i, layer in enumerate(layers):
+        top = float(maps[layer].max())  # one scale per row, so the row's colourbar is true
         for h in range(res.n_heads):
             ax = axes[i, h]
-            im = overlay(ax, res.image, maps[layer, h], alpha=0.55, vmin=0)
+            im = overlay(ax, res.image, maps[layer, h], alpha=0.55, vmin=0, vmax=top)
             ax.plot((q[1] + 0.5) * ps - 0.5, (q[0] + 0.5) * ps - 0.5, marker="x", color="white")
             ax.set_title(f"layer {layer} head {h}", fontsize=7)
             ax.set_xlabel("")

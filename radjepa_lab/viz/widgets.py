@@ -23,6 +23,10 @@ __all__ = [
 ]
 
 
+# full slider labels: ipywidgets truncates descriptions to ~80 px by default ("target asp...")
+LABEL = {"description_width": "initial"}
+
+
 def render_into(out: Any, make_figure: Callable[[], Any]) -> Any:
     """Clear ``out`` (an ``ipywidgets.Output``), build a figure (or tuple) and display it there.
 
@@ -60,13 +64,13 @@ def mask_widget(image: np.ndarray, patch_size: int = 8, synthetic: bool = True) 
 
     d = MaskConfig()
     pred = w.FloatRangeSlider(value=d.pred_scale, min=0.02, max=0.5, step=0.01,
-                              description="target scale")
+                              description="target scale", style=LABEL)
     asp = w.FloatRangeSlider(value=d.pred_aspect, min=0.3, max=3.0, step=0.05,
-                             description="target aspect")
+                             description="target aspect", style=LABEL)
     enc = w.FloatRangeSlider(value=d.enc_scale, min=0.3, max=1.0, step=0.01,
-                             description="context scale")
-    n_t = w.IntSlider(value=d.n_targets, min=1, max=6, description="targets")
-    seed = w.IntSlider(value=0, min=0, max=99, description="seed")
+                             description="context scale", style=LABEL)
+    n_t = w.IntSlider(value=d.n_targets, min=1, max=6, description="targets", style=LABEL)
+    seed = w.IntSlider(value=0, min=0, max=99, description="seed", style=LABEL)
     out = w.Output()
 
     def update(*_: Any) -> None:
@@ -95,10 +99,10 @@ def attention_widget(encoder: Any, image: np.ndarray, synthetic: bool = True) ->
 
     res = attention_maps(encoder, image)
     gh, gw = res.grid
-    row = w.IntSlider(value=gh // 2, min=0, max=gh - 1, description="patch row")
-    col = w.IntSlider(value=gw // 3, min=0, max=gw - 1, description="patch col")
+    row = w.IntSlider(value=gh // 2, min=0, max=gh - 1, description="patch row", style=LABEL)
+    col = w.IntSlider(value=gw // 3, min=0, max=gw - 1, description="patch col", style=LABEL)
     layer = w.Dropdown(options=["all"] + list(range(res.n_layers)), value="all",
-                       description="layer")
+                       description="layer", style=LABEL)
     out = w.Output()
 
     def update(*_: Any) -> None:
@@ -129,11 +133,12 @@ def latent_widget(
     from radjepa_lab.viz.images import plot_latents
 
     gh, gw = target_encoder.grid_size(*np.asarray(image).shape[-2:])
-    size = w.IntSlider(value=2, min=1, max=max(1, min(gh, gw) // 2), description="block size")
+    size = w.IntSlider(value=2, min=1, max=max(1, min(gh, gw) // 2), description="block size", style=LABEL)
     # the block's top-left corner: every slider position is a distinct, in-grid block (a corner
     # past gh - size would be clamped by block_masks and redraw the same figure)
-    row = w.IntSlider(value=(gh - 2) // 2, min=0, max=gh - size.value, description="patch row")
-    col = w.IntSlider(value=(gw - 2) // 3, min=0, max=gw - size.value, description="patch col")
+    row = w.IntSlider(value=(gh - 2) // 2, min=0, max=gh - size.value, description="patch row",
+                      style=LABEL)
+    col = w.IntSlider(value=(gw - 2) // 3, min=0, max=gw - size.value, description="patch col", style=LABEL)
     out = w.Output()
 
     def resize(*_: Any) -> None:
@@ -164,7 +169,7 @@ def umap_widget(
     from radjepa_lab.viz.plots import plot_embedding
 
     names = list(columns)
-    pick = w.Dropdown(options=names, value=names[0], description="colour by")
+    pick = w.Dropdown(options=names, value=names[0], description="colour by", style=LABEL)
     out = w.Output()
 
     def update(*_: Any) -> None:
