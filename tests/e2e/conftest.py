@@ -8,7 +8,6 @@ A terminal summary line says how many e2e tests actually ran.
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -123,14 +122,6 @@ def e2e_artifacts() -> Path:
 # Reporting: how many e2e tests really ran
 # --------------------------------------------------------------------------------------------
 
-_E2E_T0: list[float] = []
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if _is_e2e(item) and not _E2E_T0:
-        _E2E_T0.append(time.monotonic())
-
-
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     """Print 'e2e browser tests: N ran ...' so CI logs show they were not silently skipped."""
     stats = terminalreporter.stats
@@ -138,6 +129,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     ran: dict[str, int] = {"passed": 0, "failed": 0, "error": 0}
     skipped: dict[str, int] = {}
     seen = False
+    spent = 0.0  # setup + call + teardown of e2e items only (JupyterLab start included)
     for outcome, reports in stats.items():
         if outcome not in {"passed", "failed", "skipped", "error"}:
             continue  # e.g. "deselected" holds items, "warnings" holds warning records
@@ -147,6 +139,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             if not (config.rootpath / rep.nodeid.split("::")[0]).resolve().is_relative_to(E2E_DIR):
                 continue
             seen = True
+            spent += float(getattr(rep, "duration", 0.0) or 0.0)
             props = dict(getattr(rep, "user_properties", []) or [])
             if rep.when == "call" and "e2e_notebook" in props:
                 timings.append((str(props["e2e_notebook"]), float(props["e2e_seconds"])))
@@ -163,7 +156,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if not seen:
         return
     total = ran["passed"] + ran["failed"]
-    wall = f", {time.monotonic() - _E2E_T0[0]:.0f} s wall" if _E2E_T0 else ""
+    wall = f", {spent:.0f} s in e2e tests"
     terminalreporter.write_sep("-", "e2e browser tests")
     terminalreporter.write_line(
         f"e2e browser tests: {total} ran ({ran['passed']} passed, {ran['failed']} failed), "
