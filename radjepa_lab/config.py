@@ -62,7 +62,7 @@ class ModelConfig:
     pred_depth: int = 3
     pred_num_heads: int = 3
     patch_init: str = "xavier"
-    encoder_init: str = "kit"  # "kit" (I-JEPA trunc-normal) or "torch_default" (see __post_init__)
+    encoder_init: str = "kit"  # where training starts: "kit" (I-JEPA init) or "torch_default"
     qkv_bias: bool = True
     drop_path: float = 0.0
     init_std: float = 0.02

@@ -23,7 +23,7 @@ from timm.layers import PatchEmbed, resample_abs_pos_embed
 from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.vision_transformer import Block
 
-from radjepa_lab.config import ModelConfig
+from radjepa_lab.config import ENCODER_INITS, ModelConfig
 from radjepa_lab.errors import CheckpointError, ConfigError
 
 __all__ = [
@@ -299,8 +299,8 @@ def _init_patch_embed(proj: nn.Conv2d, how: str, std: float) -> None:
 def build_encoder(cfg: ModelConfig, init: str = "kit", seed: int = 0) -> VisionTransformer:
     """Kit encoder. ``init="kit"``: I-JEPA init with ``cfg.patch_init`` for the patch embed;
     ``"torch_default"``: PyTorch's default init everywhere (the strongest random baseline)."""
-    if init not in ("kit", "torch_default"):
-        raise ConfigError(f"build_encoder(init={init!r}): use 'kit' or 'torch_default'.")
+    if init not in ENCODER_INITS:
+        raise ConfigError(f"build_encoder(init={init!r}): use one of {ENCODER_INITS}.")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         enc = VisionTransformer(

@@ -133,12 +133,14 @@ def latent_widget(
     from radjepa_lab.viz.images import plot_latents
 
     gh, gw = target_encoder.grid_size(*np.asarray(image).shape[-2:])
-    size = w.IntSlider(value=2, min=1, max=max(1, min(gh, gw) // 2), description="block size", style=LABEL)
+    size = w.IntSlider(value=2, min=1, max=max(1, min(gh, gw) // 2), description="block size",
+                       style=LABEL)
     # the block's top-left corner: every slider position is a distinct, in-grid block (a corner
     # past gh - size would be clamped by block_masks and redraw the same figure)
     row = w.IntSlider(value=(gh - 2) // 2, min=0, max=gh - size.value, description="patch row",
                       style=LABEL)
-    col = w.IntSlider(value=(gw - 2) // 3, min=0, max=gw - size.value, description="patch col", style=LABEL)
+    col = w.IntSlider(value=(gw - 2) // 3, min=0, max=gw - size.value, description="patch col",
+                      style=LABEL)
     out = w.Output()
 
     def resize(*_: Any) -> None:

@@ -156,11 +156,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if not seen:
         return
     total = ran["passed"] + ran["failed"]
-    wall = f", {spent:.0f} s in e2e tests"
+    spent_txt = f", {spent:.0f} s in e2e tests"
     terminalreporter.write_sep("-", "e2e browser tests")
     terminalreporter.write_line(
         f"e2e browser tests: {total} ran ({ran['passed']} passed, {ran['failed']} failed), "
-        f"{ran['error']} errors, {sum(skipped.values())} skipped{wall}"
+        f"{ran['error']} errors, {sum(skipped.values())} skipped{spent_txt}"
     )
     for nb, seconds in timings:
         terminalreporter.write_line(f"  {seconds:6.1f} s  run all cells: {nb}")
