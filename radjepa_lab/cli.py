@@ -124,8 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_make_phantoms)
 
+    from radjepa_lab.config import PRESETS  # so --help lists every preset
+
     s = sub.add_parser("pretrain", help="I-JEPA pretraining with a named preset")
-    s.add_argument("--preset", default="cpu", help="smoke | cpu | gpu-short | radjepa-b14")
+    s.add_argument("--preset", default="cpu", help=" | ".join(PRESETS))
     s.add_argument("--data", default="phantoms", help="'phantoms' or a folder / CSV manifest")
     s.add_argument("--out", required=True)
     s.add_argument("--steps", type=int, default=None, help="override the preset's step count")

@@ -42,7 +42,7 @@ def test_unknown_field_and_missing_equals_are_named() -> None:
 
 
 def test_with_steps_caps_warmup_and_keeps_longer_runs() -> None:
-    short = with_steps(get_preset("cpu"), 10)  # cpu warmup is 80 > 10
+    short = with_steps(get_preset("cpu"), 10)  # cpu warmup (250) > 10
     assert (short.steps, short.warmup) == (10, 10)
     long = with_steps(get_preset("cpu"), 1000)
     assert (long.steps, long.warmup) == (1000, get_preset("cpu").warmup)

@@ -221,7 +221,13 @@ def test_presets_and_serialisation() -> None:
             b14.model.pred_depth) == (14, 768, 384, 6)
     assert (b14.wd, b14.ema) == ((0.04, 0.4), (0.996, 1.0))
     assert get_preset("gpu-short").model.patch_size == 16
-    assert get_preset("cpu").masks.min_keep >= 26
+    assert get_preset("cpu-p8").masks.min_keep >= 26  # no context starvation on an 8x8 grid
+    # the 3-minute preset's EMA time constant 1/(1-m) must sit well inside the run, or the
+    # evaluated target encoder stays near its random init (README "Learning signal")
+    cpu = get_preset("cpu")
+    assert 1.0 / (1.0 - cpu.ema[0]) <= cpu.steps / 4
+    mb = MultiBlockMaskSampler(cpu.model.grid, cpu.masks).sample(64, torch.Generator().manual_seed(0))
+    assert mb.context.shape[1] >= cpu.masks.min_keep >= cpu.model.grid[0] * cpu.model.grid[1] // 3
     with pytest.raises(ConfigError, match="Unknown preset"):
         get_preset("huge")
     with pytest.raises(ConfigError, match="unknown field"):
