@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from radjepa_lab.cli import apply_overrides, with_steps
-from radjepa_lab.config import get_preset
+from radjepa_lab.cli import PRESET_HELP, apply_overrides, with_steps
+from radjepa_lab.config import PRESETS, get_preset
 from radjepa_lab.errors import ConfigError
 from radjepa_lab.models import build_encoder
 from radjepa_lab.train import JEPA
@@ -39,6 +39,10 @@ def test_unknown_field_and_missing_equals_are_named() -> None:
         apply_overrides(get_preset("cpu"), ["lrr=1"])
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         apply_overrides(get_preset("cpu"), ["lr"])
+
+
+def test_preset_help_names_every_preset() -> None:
+    assert PRESET_HELP.split(" | ") == list(PRESETS)
 
 
 def test_with_steps_caps_warmup_and_keeps_longer_runs() -> None:
