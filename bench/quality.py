@@ -43,15 +43,31 @@ def _rankme_history(metrics: Path) -> dict[str, Any]:
     loss = [h["loss"] for h in hist if h.get("loss") is not None]
     if not rk:
         return {}
-    return {
+    i_min = min(range(len(rk)), key=lambda i: rk[i][1])
+    out: dict[str, Any] = {
         "rankme_start": rk[0][1],
         "rankme_end": rk[-1][1],
-        "rankme_min": min(v for _, v in rk),
+        "rankme_min": rk[i_min][1],
+        "rankme_min_step": rk[i_min][0],
         "rankme_steps": [rk[0][0], rk[-1][0]],
         "loss_start": loss[0] if loss else None,
         "loss_end": loss[-1] if loss else None,
         "steps_logged": hist[-1].get("step"),
     }
+    # Where does a dip come from? The RankMe of the spectrum after its 5 leading directions
+    # (train.rankme_split): steady while only the leading directions grow, falling on collapse.
+    tail = [(h.get("step"), h["rankme_tail5"], h["top5_share"]) for h in hist
+            if h.get("rankme_tail5") is not None]
+    if tail:
+        out.update({
+            "rankme_tail5_start": tail[0][1], "rankme_tail5_end": tail[-1][1],
+            "rankme_tail5_min": min(t for _, t, _ in tail),
+            "rankme_tail5_at_rankme_min": next(
+                (t for st, t, _ in tail if st == out["rankme_min_step"]), None),
+            "top5_share_start": tail[0][2], "top5_share_end": tail[-1][2],
+            "top5_share_max": max(v for _, _, v in tail),
+        })
+    return out
 
 
 def _f(v: float | None, spec: str = ".3f") -> str:
@@ -145,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     if rk:
         print(f"RankMe (pretraining monitor): start {rk['rankme_start']:.1f} -> end "
               f"{rk['rankme_end']:.1f} (min {rk['rankme_min']:.1f}); loss {_f(rk['loss_start'], '.4f')}"
-              f" -> {_f(rk['loss_end'], '.4f')}")
+              f" -> {_f(rk['loss_end'], '.4f')}; lowest at step {rk['rankme_min_step']}")
+        if "rankme_tail5_start" in rk:
+            print(f"  split after the 5 leading directions: their share of the spectrum "
+                  f"{rk['top5_share_start']:.3f} -> max {rk['top5_share_max']:.3f} -> "
+                  f"{rk['top5_share_end']:.3f}; RankMe of the rest {rk['rankme_tail5_start']:.1f}"
+                  f" -> min {rk['rankme_tail5_min']:.1f} -> {rk['rankme_tail5_end']:.1f}")
 
     # ---------------------------------------------------------------- the issue's goals
     goals: dict[str, Any] = {}

@@ -352,6 +352,17 @@ def collapse_summary(history: list[dict[str, Any]], dim: int | None = None) -> s
     verdict = "healthy: RankMe did not fall below its first value"
     if ranks[-1] < ranks[0]:
         verdict = "WARNING: RankMe fell during training, the signature of (partial) collapse"
+    low = min(range(len(ranks)), key=ranks.__getitem__)
+    if ranks[low] < 0.99 * ranks[0]:
+        lines.append(f"dipped to {ranks[low]:.1f}")
+        split = [r for r in history if r.get("rankme") is not None]
+        t0, t_low = split[0].get("rankme_tail5"), split[low].get("rankme_tail5")
+        if t0 is not None and t_low is not None:
+            # a dip with a steady tail is a few learned directions growing, not lost dimensions
+            kind = ("only the 5 leading directions grew" if t_low >= 0.95 * t0
+                    else "dimensions were lost")
+            lines.append(f"RankMe without the 5 leading directions {t0:.1f} -> {t_low:.1f} "
+                         f"at the dip: {kind}")
     if stds:
         s, ref = stds[-1]
         ref = ref or (1.0 / math.sqrt(dim) if dim else None)

@@ -38,7 +38,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from radjepa_lab import distributed as D
 from radjepa_lab.config import TrainConfig, config_from_dict, config_to_dict, resolve_device
-from radjepa_lab.errors import CheckpointError, ConfigError, DataError, TrainingError
+from radjepa_lab.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    RadJEPALabError,
+    TrainingError,
+)
 from radjepa_lab.masks import MaskBatch, MultiBlockMaskSampler
 from radjepa_lab.models import (
     Predictor,
@@ -60,11 +66,14 @@ __all__ = [
     "param_groups",
     "pretrain",
     "rankme",
+    "rankme_split",
     "save_checkpoint",
     "wd_at",
 ]
 
 CKPT_NAME = "checkpoint.pt"
+# The monitors split RankMe after this many leading directions (rankme_split).
+MONITOR_TOP_K = 5
 METRICS_NAME = "metrics.jsonl"
 CKPT_FORMAT = "radjepa_lab"
 CKPT_VERSION = 1
@@ -137,6 +146,21 @@ def param_groups(module: nn.Module) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- monitors
 
 
+def _singular_values(features: torch.Tensor, center: bool) -> torch.Tensor:
+    f = features.detach()
+    f = f.double() if f.dtype == torch.float64 else f.float()
+    if center:
+        f = f - f.mean(0, keepdim=True)
+    return torch.linalg.svdvals(f)
+
+
+def _entropy_rank(s: torch.Tensor, eps: float) -> float:
+    if float(s.sum()) <= 0:
+        return 1.0
+    p = s / s.sum() + eps
+    return float(torch.exp(-(p * p.log()).sum()))
+
+
 @torch.no_grad()
 def rankme(features: torch.Tensor, center: bool = True, eps: float = 1e-7) -> float:
     """RankMe (Garrido et al. 2023): exp of the entropy of normalised singular values.
@@ -145,15 +169,33 @@ def rankme(features: torch.Tensor, center: bool = True, eps: float = 1e-7) -> fl
     large shared offset cannot hide collapse (the variant used in the research notes).
     ``analysis.metrics.rankme`` delegates here, so notebooks and metrics.jsonl agree.
     """
-    f = features.detach()
-    f = f.double() if f.dtype == torch.float64 else f.float()
-    if center:
-        f = f - f.mean(0, keepdim=True)
-    s = torch.linalg.svdvals(f)
-    if float(s.sum()) <= 0:
-        return 1.0
-    p = s / s.sum() + eps
-    return float(torch.exp(-(p * p.log()).sum()))
+    return _entropy_rank(_singular_values(features, center), eps)
+
+
+@torch.no_grad()
+def rankme_split(features: torch.Tensor, k: int = 5, center: bool = True,
+                 eps: float = 1e-7) -> dict[str, float]:
+    """RankMe with the ``k`` leading directions split from the rest.
+
+    A falling RankMe has two causes that call for different responses: dimensions dying
+    (collapse), or a few learned directions growing faster than the others (SSL learns its
+    leading directions first). Collapse shrinks ``rankme_tail``, the RankMe of the singular
+    values after the first ``k``; growth of the leading directions only raises ``top_share``,
+    their share of the singular-value sum.
+    """
+    if k < 1:
+        raise RadJEPALabError(f"rankme_split: k must be >= 1, got {k}")
+    s = _singular_values(features, center)
+    if s.numel() <= k:
+        raise RadJEPALabError(
+            f"rankme_split: need more than k={k} singular values, features have {s.numel()}"
+        )
+    total = float(s.sum())
+    return {
+        "rankme": _entropy_rank(s, eps),
+        "top_share": float(s[:k].sum()) / total if total > 0 else 1.0,
+        "rankme_tail": _entropy_rank(s[k:], eps),
+    }
 
 
 @torch.no_grad()
@@ -769,8 +811,13 @@ def _monitors(target: VisionTransformer, imgs: torch.Tensor | None, autocast) ->
         return {}
     with autocast:
         feats = torch.cat([target(chunk).mean(1) for chunk in imgs.split(256)])
-    return {"rankme": rankme(feats), "feat_std": feature_std(feats),
-            "feat_std_ref": 1.0 / math.sqrt(feats.shape[1])}
+    out = {"rankme": rankme(feats), "feat_std": feature_std(feats),
+           "feat_std_ref": 1.0 / math.sqrt(feats.shape[1])}
+    if min(feats.shape) > MONITOR_TOP_K + 1:  # a tiny monitor set has no tail to speak of
+        split = rankme_split(feats, k=MONITOR_TOP_K)
+        out[f"top{MONITOR_TOP_K}_share"] = split["top_share"]
+        out[f"rankme_tail{MONITOR_TOP_K}"] = split["rankme_tail"]
+    return out
 
 
 def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True,

@@ -19,8 +19,10 @@ from radjepa_lab.analysis.metrics import (
     paired_bootstrap,
     pr_curves,
     rankme,
+    rankme_split,
     roc_auc,
 )
+from radjepa_lab.errors import RadJEPALabError
 
 
 def test_fast_ap_and_auc_equal_sklearn_with_ties() -> None:
@@ -108,6 +110,38 @@ def test_rankme_and_feature_std() -> None:
     collapsed = np.ones((100, 16)) + 1e-9 * rng.normal(size=(100, 16))
     assert feature_std(collapsed) < 1e-6
     assert feature_std(iso) == pytest.approx(1 / np.sqrt(16), rel=0.15)
+
+
+def _with_singular_values(sv: list[float], n: int = 64, seed: int = 0) -> np.ndarray:
+    """Centred [n, len(sv)] features whose singular values are exactly ``sv``."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, len(sv)))
+    a -= a.mean(0)  # orthonormal columns that are also orthogonal to the ones vector
+    q, _ = np.linalg.qr(a)
+    v, _ = np.linalg.qr(rng.normal(size=(len(sv), len(sv))))
+    return q @ np.diag(sv) @ v.T
+
+
+def test_rankme_split_separates_leading_growth_from_collapse() -> None:
+    tail = [1.0] * 20
+    base = _with_singular_values([1.0] * 5 + tail)
+    grown = _with_singular_values([6.0] * 5 + tail)  # the leading directions grew
+    dead = _with_singular_values([1.0] * 5 + [1.0] * 5 + [1e-6] * 15)  # tail dimensions died
+    b, g, d = (rankme_split(x, k=5) for x in (base, grown, dead))
+    # equal singular values: RankMe is their count; the tail is the 20 after the first 5
+    assert b["rankme"] == pytest.approx(25.0, rel=1e-4)
+    assert b["rankme_tail"] == pytest.approx(20.0, rel=1e-4)
+    assert b["top_share"] == pytest.approx(5 / 25)
+    assert g["top_share"] == pytest.approx(30 / 50)
+    # growth of the leading directions lowers RankMe but leaves the tail intact ...
+    assert g["rankme"] < 0.8 * b["rankme"] and g["rankme_tail"] == pytest.approx(20.0, rel=1e-4)
+    # ... collapse lowers both
+    assert d["rankme"] < 0.5 * b["rankme"] and d["rankme_tail"] < 6.0
+    assert rankme_split(base, k=5)["rankme"] == pytest.approx(rankme(base))
+    with pytest.raises(RadJEPALabError, match="k=25"):
+        rankme_split(base, k=25)
+    with pytest.raises(RadJEPALabError, match="k must be"):
+        rankme_split(base, k=0)
 
 
 def test_pr_curves_and_ci_str() -> None:

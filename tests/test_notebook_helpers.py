@@ -108,6 +108,16 @@ def test_collapse_summary_flags_a_falling_rankme() -> None:
     assert "WARNING" in N.collapse_summary(bad) and "14.0 -> 4.8" in N.collapse_summary(bad)
     flat = [{"rankme": 5.0, "feat_std": 0.001, "feat_std_ref": 0.07}] * 2
     assert "nearly constant" in N.collapse_summary(flat)
+    # a dip: the split after the 5 leading directions says whether dimensions were lost
+    grow = [{"rankme": 40.0, "rankme_tail5": 60.0}, {"rankme": 33.0, "rankme_tail5": 59.0},
+            {"rankme": 41.0, "rankme_tail5": 58.0}]
+    lost = [{"rankme": 40.0, "rankme_tail5": 60.0}, {"rankme": 33.0, "rankme_tail5": 40.0},
+            {"rankme": 41.0, "rankme_tail5": 58.0}]
+    assert "dipped to 33.0" in N.collapse_summary(grow)
+    assert "60.0 -> 59.0" in N.collapse_summary(grow) and "leading directions grew" in (
+        N.collapse_summary(grow))
+    assert "dimensions were lost" in N.collapse_summary(lost)
+    assert "dipped" not in N.collapse_summary(good)
 
 
 def test_live_curves_collect_outside_jupyter() -> None:

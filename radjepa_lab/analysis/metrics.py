@@ -41,6 +41,7 @@ __all__ = [
     "per_class_metric",
     "pr_curves",
     "rankme",
+    "rankme_split",
     "roc_auc",
 ]
 
@@ -72,6 +73,23 @@ def rankme(features: Any, eps: float = 1e-7, center: bool = True) -> float:
     if z.ndim != 2 or z.shape[0] < 2:
         raise RadJEPALabError(f"rankme: features must be [N>=2, D], got shape {z.shape}")
     return _rankme(torch.from_numpy(z), center=center, eps=eps)
+
+
+def rankme_split(features: Any, k: int = 5, center: bool = True) -> dict[str, float]:
+    """RankMe, the share of the ``k`` leading singular values, and the RankMe of the rest.
+
+    It tells a RankMe dip caused by a few learned directions growing (``top_share`` up,
+    ``rankme_tail`` steady) from collapse (``rankme_tail`` falling). Same arithmetic as the
+    training monitors (``rankme_tail5`` / ``top5_share`` in ``metrics.jsonl``).
+    """
+    import torch
+
+    from radjepa_lab.train import rankme_split as _split
+
+    z = as_numpy(features).astype(np.float64)
+    if z.ndim != 2 or z.shape[0] < 2:
+        raise RadJEPALabError(f"rankme_split: features must be [N>=2, D], got shape {z.shape}")
+    return _split(torch.from_numpy(z), k=k, center=center)
 
 
 def feature_std(features: Any) -> float:

@@ -25,6 +25,8 @@ _CURVE_LABELS = {
     "momentum": "EMA momentum",
     "rankme": "RankMe (effective rank)",
     "feat_std": "std of L2-normalised features",
+    "rankme_tail5": "RankMe without the 5 leading directions",
+    "top5_share": "share of the 5 leading singular values",
     "imgs_per_s": "images / s",
 }
 
