@@ -344,7 +344,8 @@ def collapse_summary(history: list[dict[str, Any]], dim: int | None = None) -> s
     Rules (Garrido et al. 2023; the kit's research notes): RankMe that ends below its first
     logged value, or a feature std far below ``1/sqrt(D)``, signals (partial) collapse.
     """
-    ranks = [r["rankme"] for r in history if r.get("rankme") is not None]
+    logged = [r for r in history if r.get("rankme") is not None]
+    ranks = [r["rankme"] for r in logged]
     stds = [(r["feat_std"], r.get("feat_std_ref")) for r in history if r.get("feat_std")]
     if not ranks:
         return "no RankMe logged: cannot diagnose collapse."
@@ -355,8 +356,7 @@ def collapse_summary(history: list[dict[str, Any]], dim: int | None = None) -> s
     low = min(range(len(ranks)), key=ranks.__getitem__)
     if ranks[low] < 0.99 * ranks[0]:
         lines.append(f"dipped to {ranks[low]:.1f}")
-        split = [r for r in history if r.get("rankme") is not None]
-        t0, t_low = split[0].get("rankme_tail5"), split[low].get("rankme_tail5")
+        t0, t_low = logged[0].get("rankme_tail5"), logged[low].get("rankme_tail5")
         if t0 is not None and t_low is not None:
             # a dip with a steady tail is a few learned directions growing, not lost dimensions
             kind = ("only the 5 leading directions grew" if t_low >= 0.95 * t0

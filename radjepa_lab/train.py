@@ -811,12 +811,14 @@ def _monitors(target: VisionTransformer, imgs: torch.Tensor | None, autocast) ->
         return {}
     with autocast:
         feats = torch.cat([target(chunk).mean(1) for chunk in imgs.split(256)])
-    out = {"rankme": rankme(feats), "feat_std": feature_std(feats),
-           "feat_std_ref": 1.0 / math.sqrt(feats.shape[1])}
+    out = {"feat_std": feature_std(feats), "feat_std_ref": 1.0 / math.sqrt(feats.shape[1])}
     if min(feats.shape) > MONITOR_TOP_K + 1:  # a tiny monitor set has no tail to speak of
-        split = rankme_split(feats, k=MONITOR_TOP_K)
+        split = rankme_split(feats, k=MONITOR_TOP_K)  # one SVD gives RankMe and its split
+        out["rankme"] = split["rankme"]
         out[f"top{MONITOR_TOP_K}_share"] = split["top_share"]
         out[f"rankme_tail{MONITOR_TOP_K}"] = split["rankme_tail"]
+    else:
+        out["rankme"] = rankme(feats)
     return out
 
 

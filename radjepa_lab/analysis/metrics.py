@@ -57,6 +57,16 @@ def as_numpy(x: Any) -> np.ndarray:
 # label-free quality
 
 
+def _feature_matrix(features: Any, name: str) -> Any:
+    """``features`` as a float64 torch ``[N>=2, D]`` matrix, or a clear error naming ``name``."""
+    import torch
+
+    z = as_numpy(features).astype(np.float64)
+    if z.ndim != 2 or z.shape[0] < 2:
+        raise RadJEPALabError(f"{name}: features must be [N>=2, D], got shape {z.shape}")
+    return torch.from_numpy(z)
+
+
 def rankme(features: Any, eps: float = 1e-7, center: bool = True) -> float:
     """RankMe (Garrido et al. 2023): exp(entropy) of the normalised singular values.
 
@@ -65,14 +75,9 @@ def rankme(features: Any, eps: float = 1e-7, center: bool = True) -> float:
     the mean first, so a shared offset (e.g. from position embeddings) is not counted as a
     dimension; this is the variant quoted in the kit's notes and logged by ``train.py``.
     """
-    import torch
-
     from radjepa_lab.train import rankme as _rankme  # one implementation for monitors and analysis
 
-    z = as_numpy(features).astype(np.float64)
-    if z.ndim != 2 or z.shape[0] < 2:
-        raise RadJEPALabError(f"rankme: features must be [N>=2, D], got shape {z.shape}")
-    return _rankme(torch.from_numpy(z), center=center, eps=eps)
+    return _rankme(_feature_matrix(features, "rankme"), center=center, eps=eps)
 
 
 def rankme_split(features: Any, k: int = 5, center: bool = True) -> dict[str, float]:
@@ -82,14 +87,9 @@ def rankme_split(features: Any, k: int = 5, center: bool = True) -> dict[str, fl
     ``rankme_tail`` steady) from collapse (``rankme_tail`` falling). Same arithmetic as the
     training monitors (``rankme_tail5`` / ``top5_share`` in ``metrics.jsonl``).
     """
-    import torch
-
     from radjepa_lab.train import rankme_split as _split
 
-    z = as_numpy(features).astype(np.float64)
-    if z.ndim != 2 or z.shape[0] < 2:
-        raise RadJEPALabError(f"rankme_split: features must be [N>=2, D], got shape {z.shape}")
-    return _split(torch.from_numpy(z), k=k, center=center)
+    return _split(_feature_matrix(features, "rankme_split"), k=k, center=center)
 
 
 def feature_std(features: Any) -> float:
