@@ -54,18 +54,20 @@ def _rankme_history(metrics: Path) -> dict[str, Any]:
         "loss_end": loss[-1] if loss else None,
         "steps_logged": hist[-1].get("step"),
     }
-    # Where does a dip come from? The RankMe of the spectrum after its 5 leading directions
+    # Where does a dip come from? The RankMe of the spectrum after its k leading directions
     # (train.rankme_split): steady while only the leading directions grow, falling on collapse.
-    tail = [(h.get("step"), h["rankme_tail5"], h["top5_share"]) for h in hist
-            if h.get("rankme_tail5") is not None]
+    from radjepa_lab.train import TAIL_KEY, TOP_SHARE_KEY
+
+    tail = [(h.get("step"), h[TAIL_KEY], h[TOP_SHARE_KEY]) for h in hist
+            if h.get(TAIL_KEY) is not None]
     if tail:
         out.update({
-            "rankme_tail5_start": tail[0][1], "rankme_tail5_end": tail[-1][1],
-            "rankme_tail5_min": min(t for _, t, _ in tail),
-            "rankme_tail5_at_rankme_min": next(
+            f"{TAIL_KEY}_start": tail[0][1], f"{TAIL_KEY}_end": tail[-1][1],
+            f"{TAIL_KEY}_min": min(t for _, t, _ in tail),
+            f"{TAIL_KEY}_at_rankme_min": next(
                 (t for st, t, _ in tail if st == out["rankme_min_step"]), None),
-            "top5_share_start": tail[0][2], "top5_share_end": tail[-1][2],
-            "top5_share_max": max(v for _, _, v in tail),
+            f"{TOP_SHARE_KEY}_start": tail[0][2], f"{TOP_SHARE_KEY}_end": tail[-1][2],
+            f"{TOP_SHARE_KEY}_max": max(v for _, _, v in tail),
         })
     return out
 
@@ -162,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"RankMe (pretraining monitor): start {rk['rankme_start']:.1f} -> end "
               f"{rk['rankme_end']:.1f} (min {rk['rankme_min']:.1f}); loss {_f(rk['loss_start'], '.4f')}"
               f" -> {_f(rk['loss_end'], '.4f')}; lowest at step {rk['rankme_min_step']}")
-        if "rankme_tail5_start" in rk:
-            print(f"  split after the 5 leading directions: their share of the spectrum "
-                  f"{rk['top5_share_start']:.3f} -> max {rk['top5_share_max']:.3f} -> "
-                  f"{rk['top5_share_end']:.3f}; RankMe of the rest {rk['rankme_tail5_start']:.1f}"
-                  f" -> min {rk['rankme_tail5_min']:.1f} -> {rk['rankme_tail5_end']:.1f}")
+        from radjepa_lab.train import MONITOR_TOP_K, TAIL_KEY, TOP_SHARE_KEY
+
+        if f"{TAIL_KEY}_start" in rk:
+            top, tail = TOP_SHARE_KEY, TAIL_KEY
+            print(f"  split after the {MONITOR_TOP_K} leading directions: their share of the "
+                  f"spectrum {rk[top + '_start']:.3f} -> max {rk[top + '_max']:.3f} -> "
+                  f"{rk[top + '_end']:.3f}; RankMe of the rest {rk[tail + '_start']:.1f}"
+                  f" -> min {rk[tail + '_min']:.1f} -> {rk[tail + '_end']:.1f}")
 
     # ---------------------------------------------------------------- the issue's goals
     goals: dict[str, Any] = {}

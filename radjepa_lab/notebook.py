@@ -356,13 +356,15 @@ def collapse_summary(history: list[dict[str, Any]], dim: int | None = None) -> s
     low = min(range(len(ranks)), key=ranks.__getitem__)
     if ranks[low] < 0.99 * ranks[0]:
         lines.append(f"dipped to {ranks[low]:.1f}")
-        t0, t_low = logged[0].get("rankme_tail5"), logged[low].get("rankme_tail5")
+        from radjepa_lab.train import MONITOR_TOP_K, TAIL_KEY
+
+        t0, t_low = logged[0].get(TAIL_KEY), logged[low].get(TAIL_KEY)
         if t0 is not None and t_low is not None:
             # a dip with a steady tail is a few learned directions growing, not lost dimensions
-            kind = ("only the 5 leading directions grew" if t_low >= 0.95 * t0
+            kind = (f"only the {MONITOR_TOP_K} leading directions grew" if t_low >= 0.95 * t0
                     else "dimensions were lost")
-            lines.append(f"RankMe without the 5 leading directions {t0:.1f} -> {t_low:.1f} "
-                         f"at the dip: {kind}")
+            lines.append(f"RankMe without the {MONITOR_TOP_K} leading directions {t0:.1f} -> "
+                         f"{t_low:.1f} at the dip: {kind}")
     if stds:
         s, ref = stds[-1]
         ref = ref or (1.0 / math.sqrt(dim) if dim else None)

@@ -56,6 +56,9 @@ from radjepa_lab.models import (
 
 __all__ = [
     "JEPA",
+    "MONITOR_TOP_K",
+    "TAIL_KEY",
+    "TOP_SHARE_KEY",
     "TrainResult",
     "ema_update",
     "feature_std",
@@ -74,6 +77,9 @@ __all__ = [
 CKPT_NAME = "checkpoint.pt"
 # The monitors split RankMe after this many leading directions (rankme_split).
 MONITOR_TOP_K = 5
+# metrics.jsonl keys of that split; readers use these names so changing k changes them all.
+TOP_SHARE_KEY = f"top{MONITOR_TOP_K}_share"
+TAIL_KEY = f"rankme_tail{MONITOR_TOP_K}"
 METRICS_NAME = "metrics.jsonl"
 CKPT_FORMAT = "radjepa_lab"
 CKPT_VERSION = 1
@@ -815,8 +821,8 @@ def _monitors(target: VisionTransformer, imgs: torch.Tensor | None, autocast) ->
     if min(feats.shape) > MONITOR_TOP_K + 1:  # a tiny monitor set has no tail to speak of
         split = rankme_split(feats, k=MONITOR_TOP_K)  # one SVD gives RankMe and its split
         out["rankme"] = split["rankme"]
-        out[f"top{MONITOR_TOP_K}_share"] = split["top_share"]
-        out[f"rankme_tail{MONITOR_TOP_K}"] = split["rankme_tail"]
+        out[TOP_SHARE_KEY] = split["top_share"]
+        out[TAIL_KEY] = split["rankme_tail"]
     else:
         out["rankme"] = rankme(feats)
     return out

@@ -111,6 +111,11 @@ def test_chart_figures() -> None:
     hist = [{"step": s, "loss": 1 / (s + 1), "lr": 1e-3, "rankme": 10 + s} for s in range(5)]
     f = viz.plot_training_curves(hist, keys=("loss", "lr", "rankme", "missing"))
     assert len(f.axes) == 3 and f.axes[0].get_xlabel() == "step"
+    # the RankMe-split monitors are labelled from the k in their key, whatever k is
+    split = [{"step": 1, "rankme_tail7": 50.0, "top7_share": 0.4}]
+    f = viz.plot_training_curves(split, keys=("rankme_tail7", "top7_share"))
+    assert [a.get_title() for a in f.axes] == [
+        "RankMe without the 7 leading directions", "share of the 7 leading singular values"]
     y = (RNG.random((60, 2)) < 0.4).astype(float)
     s = y + RNG.normal(size=y.shape)
     f = viz.plot_pr_curves(pr_curves(y, s, ["a", "b"]), {"a": 0.4}, synthetic=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,10 +26,22 @@ _CURVE_LABELS = {
     "momentum": "EMA momentum",
     "rankme": "RankMe (effective rank)",
     "feat_std": "std of L2-normalised features",
-    "rankme_tail5": "RankMe without the 5 leading directions",
-    "top5_share": "share of the 5 leading singular values",
     "imgs_per_s": "images / s",
 }
+# The RankMe-split monitors carry their k in the key (train.MONITOR_TOP_K), so match the pattern.
+_SPLIT_LABELS = (
+    (re.compile(r"rankme_tail(\d+)$"), "RankMe without the {} leading directions"),
+    (re.compile(r"top(\d+)_share$"), "share of the {} leading singular values"),
+)
+
+
+def _curve_label(key: str) -> str:
+    if key in _CURVE_LABELS:
+        return _CURVE_LABELS[key]
+    for pattern, text in _SPLIT_LABELS:
+        if m := pattern.match(key):
+            return text.format(m.group(1))
+    return key
 
 
 def plot_training_curves(
@@ -54,8 +67,8 @@ def plot_training_curves(
         if k == "loss" and pts and min(p[1] for p in pts) > 0:
             ax.set_yscale("log")
         ax.set_xlabel(x_key)
-        ax.set_ylabel(_CURVE_LABELS.get(k, k))
-        ax.set_title(_CURVE_LABELS.get(k, k), fontsize=9)
+        ax.set_ylabel(_curve_label(k))
+        ax.set_title(_curve_label(k), fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return fig
