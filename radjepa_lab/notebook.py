@@ -353,10 +353,11 @@ def collapse_summary(history: list[dict[str, Any]], dim: int | None = None) -> s
     verdict = "healthy: RankMe did not fall below its first value"
     if ranks[-1] < ranks[0]:
         verdict = "WARNING: RankMe fell during training, the signature of (partial) collapse"
+    from radjepa_lab.train import MONITOR_TOP_K, RANKME_DIP_FLOOR, TAIL_KEY
+
     low = min(range(len(ranks)), key=ranks.__getitem__)
-    if ranks[low] < 0.99 * ranks[0]:
+    if ranks[low] < RANKME_DIP_FLOOR * ranks[0]:
         lines.append(f"dipped to {ranks[low]:.1f}")
-        from radjepa_lab.train import MONITOR_TOP_K, TAIL_KEY
 
         t0, t_low = logged[0].get(TAIL_KEY), logged[low].get(TAIL_KEY)
         if t0 is not None and t_low is not None:

@@ -57,6 +57,7 @@ from radjepa_lab.models import (
 __all__ = [
     "JEPA",
     "MONITOR_TOP_K",
+    "RANKME_DIP_FLOOR",
     "TAIL_KEY",
     "TOP_SHARE_KEY",
     "TrainResult",
@@ -80,6 +81,9 @@ MONITOR_TOP_K = 5
 # metrics.jsonl keys of that split; readers use these names so changing k changes them all.
 TOP_SHARE_KEY = f"top{MONITOR_TOP_K}_share"
 TAIL_KEY = f"rankme_tail{MONITOR_TOP_K}"
+# A RankMe log below this fraction of the first one counts as a dip (collapse_summary and the
+# quality benchmark's no_collapse flag share it, so they never disagree).
+RANKME_DIP_FLOOR = 0.99
 METRICS_NAME = "metrics.jsonl"
 CKPT_FORMAT = "radjepa_lab"
 CKPT_VERSION = 1

@@ -67,8 +67,9 @@ def plot_training_curves(
         if k == "loss" and pts and min(p[1] for p in pts) > 0:
             ax.set_yscale("log")
         ax.set_xlabel(x_key)
-        ax.set_ylabel(_curve_label(k))
-        ax.set_title(_curve_label(k), fontsize=9)
+        label = _curve_label(k)
+        ax.set_ylabel(label)
+        ax.set_title(label, fontsize=9)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return fig
