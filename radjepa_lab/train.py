@@ -82,8 +82,9 @@ MONITOR_TOP_K = 5
 TOP_SHARE_KEY = f"top{MONITOR_TOP_K}_share"
 TAIL_KEY = f"rankme_tail{MONITOR_TOP_K}"
 # A RankMe log below this fraction of the first one counts as a dip (collapse_summary and the
-# quality benchmark's no_collapse flag share it, so they never disagree).
-RANKME_DIP_FLOOR = 0.99
+# quality benchmark's no_collapse flag share it, so they never disagree). 1.0 is issue 4's
+# "does not fall below its init value" read strictly: any log under the first is a dip.
+RANKME_DIP_FLOOR = 1.0
 METRICS_NAME = "metrics.jsonl"
 CKPT_FORMAT = "radjepa_lab"
 CKPT_VERSION = 1

@@ -118,6 +118,9 @@ def test_collapse_summary_flags_a_falling_rankme() -> None:
         N.collapse_summary(grow))
     assert "dimensions were lost" in N.collapse_summary(lost)
     assert "dipped" not in N.collapse_summary(good)
+    # strict: a log even 0.25 % under the first one is a dip (issue 4, "not below its init value")
+    small = [{"rankme": 40.0}, {"rankme": 39.9}, {"rankme": 41.0}]
+    assert "dipped to 39.9" in N.collapse_summary(small)
 
 
 def test_live_curves_collect_outside_jupyter() -> None:
