@@ -203,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     if rk:
         goals["rankme_rises"] = bool(rk["rankme_end"] > rk["rankme_start"])
         # "does not fall below its init value": no logged RankMe under the first one.
-        from radjepa_lab.train import RANKME_DIP_FLOOR
+        from radjepa_lab.train import rankme_dipped
 
-        goals["no_collapse"] = bool(rk["rankme_min"] >= RANKME_DIP_FLOOR * rk["rankme_start"])
+        goals["no_collapse"] = not rankme_dipped(rk["rankme_start"], rk["rankme_min"])
     print("\nGoals (issue 4)")
     for pool in pools:
         g = goals.get(pool)

@@ -197,19 +197,19 @@ def _cpu_p8() -> TrainConfig:
 
 
 def _cpu() -> TrainConfig:
-    # The 3-minute preset (measured, README "Learning signal"). Changes from cpu-p8, all found
-    # by screening on validation phantoms:
+    # The short CPU preset, 2-5 minutes on 2 cores (measured, README "Learning signal").
+    # Changes from cpu-p8, all found by screening on validation phantoms:
     # * 16 px patches (a 4x4 grid of 16 tokens): a step costs about a third of an 8x8-grid
-    #   step on 2 cores, so 3 minutes hold several times more steps;
+    #   step on 2 cores, so a few minutes hold several times more steps;
     # * input scale in_std 0.0625 instead of 0.25, so the patch content enters the patch
     #   embedding 4x larger beside the fixed sin-cos position signal (the reason for
     #   patch_init="xavier" on the 8x8 grid; trunc_normal, weaker still, dips to 44 % of init).
     #   At 0.25 RankMe dipped to 84 % of init while a few leading directions grew;
     # * a gentle schedule: batch 32 for 1360 steps (the same 2.9 epochs of 1536 phantoms as
     #   batch 64 x 680, about 13 % slower per image), LR 1e-5 -> 3e-4 over 500 warmup steps,
-    #   and a fixed EMA of 0.995 instead of I-JEPA's 0.996 -> 1. The EMA time constant 1 / (1 - m) is 200
-    #   steps, well inside the run; at 0.996 -> 1 the evaluated target encoder stays near its
-    #   random init in a run this short. With LR 5e-4 and EMA 0.99 RankMe still dipped to
+    #   and a fixed EMA of 0.995 instead of I-JEPA's 0.996 -> 1. The EMA time constant
+    #   1 / (1 - m) is 200 steps, well inside the run; at 0.996 -> 1 the evaluated target
+    #   encoder stays near its random init in a run this short. With LR 5e-4 and EMA 0.99 RankMe still dipped to
     #   99 % of init at step 80; with this schedule no log falls below the first.
     # min_keep is scaled to the 16-token grid. Masks and data are cpu-p8's.
     cfg = _cpu_p8()

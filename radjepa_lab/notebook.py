@@ -350,13 +350,13 @@ def collapse_summary(history: list[dict[str, Any]], dim: int | None = None) -> s
     if not ranks:
         return "no RankMe logged: cannot diagnose collapse."
     lines = [f"RankMe {ranks[0]:.1f} -> {ranks[-1]:.1f} (first -> last log)"]
-    verdict = "healthy: RankMe did not fall below its first value"
+    verdict = "healthy: RankMe ended at or above its first value"
     if ranks[-1] < ranks[0]:
         verdict = "WARNING: RankMe fell during training, the signature of (partial) collapse"
-    from radjepa_lab.train import MONITOR_TOP_K, RANKME_DIP_FLOOR, TAIL_KEY
+    from radjepa_lab.train import MONITOR_TOP_K, TAIL_KEY, rankme_dipped
 
     low = min(range(len(ranks)), key=ranks.__getitem__)
-    if ranks[low] < RANKME_DIP_FLOOR * ranks[0]:
+    if rankme_dipped(ranks[0], ranks[low]):
         lines.append(f"dipped to {ranks[low]:.1f}")
 
         t0, t_low = logged[0].get(TAIL_KEY), logged[low].get(TAIL_KEY)

@@ -70,6 +70,7 @@ __all__ = [
     "param_groups",
     "pretrain",
     "rankme",
+    "rankme_dipped",
     "rankme_split",
     "save_checkpoint",
     "wd_at",
@@ -85,6 +86,17 @@ TAIL_KEY = f"rankme_tail{MONITOR_TOP_K}"
 # quality benchmark's no_collapse flag share it, so they never disagree). 1.0 is issue 4's
 # "does not fall below its init value" read strictly: any log under the first is a dip.
 RANKME_DIP_FLOOR = 1.0
+
+
+def rankme_dipped(first: float, lowest: float) -> bool:
+    """Whether the lowest RankMe log counts as a dip below the first (``RANKME_DIP_FLOOR``).
+
+    The one test behind ``collapse_summary`` and the quality benchmark's ``no_collapse``
+    flag, so the notebook and the benchmark never disagree about a run.
+    """
+    return lowest < RANKME_DIP_FLOOR * first
+
+
 METRICS_NAME = "metrics.jsonl"
 CKPT_FORMAT = "radjepa_lab"
 CKPT_VERSION = 1

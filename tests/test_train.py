@@ -30,6 +30,7 @@ from radjepa_lab.train import (
     param_groups,
     pretrain,
     rankme,
+    rankme_dipped,
     rankme_split,
     save_checkpoint,
     wd_at,
@@ -143,6 +144,13 @@ def test_smoke_pretraining_lowers_loss_and_logs_monitors(tmp_path: Path) -> None
     assert config_from_dict(ckpt["config"]) == cfg
     assert res.steps_done == 40 and res.checkpoint == tmp_path / "checkpoint.pt"
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_rankme_dip_is_any_log_below_the_first() -> None:
+    # issue 4's "does not fall below its init value", read strictly
+    assert rankme_dipped(40.0, 39.9)
+    assert not rankme_dipped(40.0, 40.0)
+    assert not rankme_dipped(40.0, 52.6)
 
 
 def test_resume_gives_identical_losses(tmp_path: Path) -> None:
