@@ -26,30 +26,16 @@ import numpy as np
 
 
 def write_phantom_dicoms(folder: Path, n: int) -> list[Path]:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
+    from radjepa_lab.data.dicom import write_dicom
     from radjepa_lab.data.phantom import PhantomConfig, generate_phantom
 
-    paths = []
-    for i in range(n):
-        img = generate_phantom(i, PhantomConfig(size=1024)).image
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, generate_uid()
-        ds.Modality, ds.PatientName, ds.ImageComments = "DX", "SYNTHETIC^PHANTOM", "SYNTHETIC"
-        ds.Rows, ds.Columns, ds.SamplesPerPixel = 1024, 1024, 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-        ds.WindowCenter, ds.WindowWidth = 2048, 4096
-        ds.PixelData = np.round(img * 4095).astype("<u2").tobytes()
-        path = folder / f"phantom_{i}.dcm"
-        ds.save_as(path, enforce_file_format=True)
-        paths.append(path)
-    return paths
+    return [
+        write_dicom(folder / f"phantom_{i}.dcm",
+                    np.round(generate_phantom(i, PhantomConfig(size=1024)).image * 4095),
+                    bits_stored=12, window=(2048, 4096), PatientName="SYNTHETIC^PHANTOM",
+                    ImageComments="SYNTHETIC")
+        for i in range(n)
+    ]
 
 
 def timed(fn, files: list[Path], repeat: int) -> tuple[float, float]:

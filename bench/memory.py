@@ -34,9 +34,9 @@ MIB = 1024  # ru_maxrss is in KiB on Linux
 def _child_baseline(preset: str) -> dict[str, float]:
     import torch
 
-    from radjepa_lab.config import get_preset
     from radjepa_lab.masks import MultiBlockMaskSampler
-    from radjepa_lab.models import apply_masks, build_encoder, build_predictor
+    from radjepa_lab.models import apply_masks, build_encoder, build_predictor, predict_targets
+    from radjepa_lab.presets import get_preset
     from radjepa_lab.train import jepa_loss
 
     cfg = get_preset(preset)
@@ -48,18 +48,18 @@ def _child_baseline(preset: str) -> dict[str, float]:
     mb = MultiBlockMaskSampler(m.grid, cfg.masks).sample(cfg.batch_size, g)
     with torch.no_grad():
         h = apply_masks(target(imgs), mb.targets)
-    loss = jepa_loss(pred(enc(imgs, mb.context), mb.context, mb.targets), h, cfg.loss)
+    loss = jepa_loss(predict_targets(enc, pred, imgs, mb.context, mb.targets), h, cfg.loss)
     loss.backward()
     return {"loss": float(loss.detach())}
 
 
 def _child_pretrain(preset: str, steps: int, device: str) -> dict[str, float]:
-    from radjepa_lab.config import get_preset
+    from radjepa_lab.config import with_steps
+    from radjepa_lab.presets import get_preset
     from radjepa_lab.train import pretrain
 
-    cfg = get_preset(preset)
-    cfg.steps, cfg.device = steps, device
-    cfg.warmup = min(cfg.warmup, steps)
+    cfg = with_steps(get_preset(preset), steps)
+    cfg.device = device
     cfg.log_every = max(1, min(cfg.log_every, steps))
     cfg.ckpt_every = max(1, steps // 2)
     with tempfile.TemporaryDirectory() as out:

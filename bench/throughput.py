@@ -43,9 +43,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from radjepa_lab.config import TrainConfig, get_preset  # noqa: E402
+from radjepa_lab.config import TrainConfig  # noqa: E402
+from radjepa_lab.presets import get_preset  # noqa: E402
 
 VARIANTS = ("kit", "lightly")
+MATMUL_N = 1024  # the square matmul whose rate is this machine's yardstick
 LIGHTLY_MIN_KEEP = 4  # lightly/I-JEPA apply min_keep to target blocks too; 10 hangs on 8x8
 # and the cpu preset's 4x4-grid targets hold 1-2 tokens, fewer than 4: hence cpu-p8 by default
 
@@ -128,8 +130,9 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 def make_kit(args: argparse.Namespace) -> Callable[[int], tuple[int, int]]:
     """One step of the kit trainer, exactly as ``pretrain`` runs it on cached data:
     the step's batch and masks, then ``JEPA.step`` (forward, loss, AdamW, EMA)."""
+    from radjepa_lab.batches import StepBatchSampler, h2d, step_masks
     from radjepa_lab.masks import MultiBlockMaskSampler
-    from radjepa_lab.train import JEPA, StepBatchSampler, _h2d, _step_masks
+    from radjepa_lab.train import JEPA
 
     cfg, dev = _config(args), torch.device(args.device)
     jepa = JEPA(cfg, dev)
@@ -139,9 +142,9 @@ def make_kit(args: argparse.Namespace) -> Callable[[int], tuple[int, int]]:
     masks = MultiBlockMaskSampler(cfg.model.grid, cfg.masks)
 
     def step(i: int) -> tuple[int, int]:
-        imgs = images.index_select(0, _h2d(batches.batch(i), dev)).float() / 255.0
-        mb = _step_masks(masks, cfg.batch_size, cfg.seed, i, 0)
-        ctx, tgt = _h2d(mb.context, dev), _h2d(mb.targets, dev)
+        imgs = images.index_select(0, h2d(batches.batch(i), dev)).float() / 255.0
+        mb = step_masks(masks, cfg.batch_size, cfg.seed, i, 0)
+        ctx, tgt = h2d(mb.context, dev), h2d(mb.targets, dev)
         loss, _ = jepa.step(i, imgs, ctx, tgt, check=True)
         float(loss)
         return ctx.shape[1], tgt.shape[2]
@@ -189,8 +192,8 @@ def make_lightly(args: argparse.Namespace) -> Callable[[int], tuple[int, int]]:
     imgs = _images(max(2 * cfg.batch_size, 64), m.img_size)
     loader = torch.utils.data.DataLoader([(im, 0) for im in imgs], batch_size=cfg.batch_size,
                                          shuffle=True, collate_fn=collator, drop_last=True)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and dev.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.bf16
+                else torch.autocast(dev.type, enabled=False))
 
     def batches() -> Iterator:
         while True:
@@ -221,6 +224,19 @@ def make_lightly(args: argparse.Namespace) -> Callable[[int], tuple[int, int]]:
         return masks_enc[0].shape[1], masks_pred[0].shape[1]
 
     return step
+
+
+def make_matmul(device: str, dtype: torch.dtype) -> Callable[[int], float]:
+    """One ``MATMUL_N``-square matmul in ``dtype`` (autocast-free): the machine's own rate."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(MATMUL_N, MATMUL_N, generator=g).to(device, dtype)
+    b = torch.rand(MATMUL_N, MATMUL_N, generator=g).to(device, dtype)
+
+    def run(_: int) -> float:
+        torch.mm(a, b)
+        return 2.0 * MATMUL_N**3
+
+    return run
 
 
 def _make(args: argparse.Namespace, variant: str) -> Callable[[int], tuple[int, int]]:
@@ -272,7 +288,9 @@ def main() -> None:
     # Throughput: all implementations live in this process and take turns step by step, so
     # a shared machine's load swings hit them equally; the median step time is kept.
     steps = {v: _make(args, v) for v in VARIANTS}
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    mm = {d: make_matmul(args.device, dt) for d, dt in (("fp32", torch.float32),
+                                                        ("bf16", torch.bfloat16))}
+    times: dict[str, list[float]] = {v: [] for v in (*VARIANTS, *mm)}
     tokens: dict[str, list[tuple[int, int]]] = {v: [] for v in VARIANTS}
     for i in range(args.steps + 1):
         for v in VARIANTS:
@@ -283,7 +301,16 @@ def main() -> None:
             if i:  # step 0 is warm-up
                 times[v].append(time.perf_counter() - t)
                 tokens[v].append(tok)
+        for d, run in mm.items():  # the yardstick, interleaved with the steps it measures
+            _sync(args.device)
+            t = time.perf_counter()
+            for _ in range(4):
+                run(i)
+            _sync(args.device)
+            if i:
+                times[d].append((time.perf_counter() - t) / 4)
     del steps
+    peak = {d: 2.0 * MATMUL_N**3 / statistics.median(times[d]) / 1e9 for d in mm}
     med: dict[str, dict[str, float]] = {}
     for v in VARIANTS:
         nc = statistics.mean(t[0] for t in tokens[v])
@@ -306,6 +333,12 @@ def main() -> None:
     print(f"ratio kit/lightly: images/s {r['imgs_per_s'] / base['imgs_per_s']:.2f}x, "
           f"achieved FLOP/s {r['gflop_s'] / base['gflop_s']:.2f}x, "
           f"peak memory {r['peak_mem'] / base['peak_mem']:.2f}x")
+    dtype = "bf16" if cfg.bf16 else "fp32"
+    print(f"this machine's {MATMUL_N}^3 matmul, same run: fp32 {peak['fp32']:.1f} GFLOP/s, "
+          f"bf16 {peak['bf16']:.1f} GFLOP/s")
+    print(f"kit step ({dtype}, the preset's dtype) reaches {r['gflop_s']:.1f} GFLOP/s = "
+          f"{r['gflop_s'] / peak[dtype]:.2f} of the {dtype} matmul rate "
+          f"({r['gflop_s'] / peak['fp32']:.2f} of fp32, {r['gflop_s'] / peak['bf16']:.2f} of bf16)")
 
 
 if __name__ == "__main__":

@@ -1,54 +1,93 @@
-"""Configuration dataclasses, named presets and the notebook profile.
+"""Every knob of a pretraining run, as plain dataclasses, and the ``--set`` overrides.
 
-Every knob of pretraining lives here, so a student can read one file to see
-what a preset does and so no other module hides a magic number. Presets are
-plain functions returning fresh dataclasses: editing one run's config never
-leaks into the next.
-
-Profiles are what notebooks and CI use: ``RADJEPA_LAB_PROFILE`` picks one
-(``auto`` -> ``gpu-short`` with CUDA, else ``cpu``; the tests set ``smoke``).
+A student can read this one file to see what a run can change; the named presets built from
+these dataclasses live in :mod:`radjepa_lab.presets`. The module imports no torch, so the
+command line and its ``--help`` start fast and a config can be checked before anything heavy
+loads.
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
-import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from radjepa_lab.errors import ConfigError
-from radjepa_lab.masks import MaskConfig
 
 __all__ = [
+    "ENCODER_INITS",
+    "LOSSES",
+    "PATCH_INITS",
     "MaskConfig",
     "ModelConfig",
     "TrainConfig",
-    "PRESETS",
-    "PROFILES",
-    "Profile",
+    "apply_overrides",
     "config_from_dict",
     "config_to_dict",
-    "get_preset",
+    "native_bf16",
     "resolve_device",
-    "resolve_profile",
+    "revalidate",
+    "use_bf16",
+    "with_steps",
 ]
 
 PATCH_INITS = ("xavier", "trunc_normal", "torch_default")
 ENCODER_INITS = ("kit", "torch_default")
 LOSSES = ("smooth_l1", "l2")
+EQUALIZE = ("subsample", "truncate")
+# Keys that older kit checkpoints stored in their config and that now live in the preset
+# table (radjepa_lab.presets); they are recognised and dropped when such a file is read.
+LEGACY_TRAIN_KEYS = ("expected_minutes", "description")
+
+
+@dataclass
+class MaskConfig:
+    """Scales are fractions of the patch grid; aspect is block height / width.
+
+    Defaults are the I-JEPA paper's: context scale 0.85-1 (square), 4 targets of scale
+    0.15-0.2 with aspect 0.75-1.5, ``min_keep`` 10. ``per_sample=False`` draws one block
+    size per batch (reference); ``True`` draws a size for every block of every sample.
+    ``max_tries`` bounds the redraws that give each context ``min_keep`` tokens.
+    """
+
+    enc_scale: tuple[float, float] = (0.85, 1.0)
+    pred_scale: tuple[float, float] = (0.15, 0.2)
+    enc_aspect: tuple[float, float] = (1.0, 1.0)
+    pred_aspect: tuple[float, float] = (0.75, 1.5)
+    n_targets: int = 4
+    min_keep: int = 10
+    per_sample: bool = False
+    equalize: str = "subsample"
+    allow_overlap: bool = False
+    max_tries: int = 200
+
+    def __post_init__(self) -> None:
+        for name in ("enc_scale", "pred_scale", "enc_aspect", "pred_aspect"):
+            lo, hi = getattr(self, name)
+            setattr(self, name, (float(lo), float(hi)))
+            if not 0 < lo <= hi or (name.endswith("scale") and hi > 1):
+                raise ConfigError(
+                    f"MaskConfig.{name}=({lo}, {hi}) must satisfy 0 < low <= high"
+                    + (" <= 1." if name.endswith("scale") else ".")
+                )
+        if self.n_targets < 1:
+            raise ConfigError(f"MaskConfig.n_targets={self.n_targets} must be >= 1.")
+        if self.min_keep < 1:
+            raise ConfigError(f"MaskConfig.min_keep={self.min_keep} must be >= 1.")
+        if self.equalize not in EQUALIZE:
+            raise ConfigError(f"MaskConfig.equalize={self.equalize!r}: use one of {EQUALIZE}.")
 
 
 @dataclass
 class ModelConfig:
     """Encoder + predictor shapes. Defaults are the shipped checkpoint's model (ViT d192x6, p8 @64 px).
 
-    ``patch_init`` matters on small grayscale patches: with trunc-normal(0.02) the
-    8x8x1 patch content is ~5x weaker than the sin-cos position signal and I-JEPA
-    finds a position-only trivial solution; xavier keeps content and position on a
-    par (see shared/research/learning-signal.md).
+    ``patch_init`` matters on small grayscale patches: with trunc-normal(0.02) the 8x8x1 patch
+    content is ~5x weaker than the sin-cos position signal and I-JEPA finds a position-only
+    trivial solution; xavier keeps content and position on a par. ``in_mean``/``in_std`` are
+    the encoder's own input normalisation of [0, 1] images.
     """
 
     img_size: int = 64
@@ -137,11 +176,11 @@ class TrainConfig:
     ckpt_every: int = 100
     monitor_batch: int = 128  # fixed images for RankMe / feature-std monitors
     device: str = "auto"
-    bf16: bool = False
+    # bf16 autocast: True, False, or "auto" = where the hardware computes bf16 natively (a GPU,
+    # or a CPU with AVX512-BF16 / AMX); emulated bf16 on other CPUs is slower than fp32
+    bf16: bool | str = False
     compile: bool = False
     num_workers: int = 0
-    expected_minutes: dict[str, float] = field(default_factory=dict)  # per device type
-    description: str = ""
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -154,154 +193,13 @@ class TrainConfig:
             )
         if not (0.0 <= self.ema[0] <= self.ema[1] <= 1.0):
             raise ConfigError(f"TrainConfig.ema={self.ema} must satisfy 0 <= start <= end <= 1.")
+        if self.bf16 not in (True, False, "auto"):
+            raise ConfigError(f"TrainConfig.bf16={self.bf16!r}: use True, False or 'auto'.")
 
     @property
     def phantom_px(self) -> int:
         """Size phantoms are generated at (images are resized to ``model.img_size``)."""
         return self.phantom_size or self.model.img_size
-
-
-# ----------------------------------------------------------------------------- presets
-
-
-def _smoke() -> TrainConfig:
-    return TrainConfig(
-        model=ModelConfig(
-            img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=2,
-            pred_embed_dim=32, pred_depth=1, pred_num_heads=2,
-        ),
-        masks=MaskConfig(pred_scale=(0.15, 0.2), min_keep=4),
-        steps=40, batch_size=16, lr=1e-3, start_lr=1e-4, warmup=5,
-        n_train=128, log_every=5, ckpt_every=20, monitor_batch=32,
-        expected_minutes={"cpu": 0.2, "cuda": 0.2},
-        description="seconds-long run for tests and CI",
-    )
-
-
-def _cpu_p8() -> TrainConfig:
-    # The shipped checkpoint's model (ViT d192x6, p8 @64 px, an 8x8 grid) for 200 steps: the
-    # `cpu` preset up to 2026-11-28. Smaller target blocks and a context that keeps >= 26 of 64
-    # tokens (no truncation to a tiny batch minimum), xavier patch-embedding init, peak LR 5e-4,
-    # warmup 80 (with 20, RankMe of the target features fell 22.4 -> 21.0). It does not collapse
-    # but 200 steps are too few to beat the stronger random init (README "Learning signal");
-    # cpu-long and gpu-phantom train the same model much longer.
-    return TrainConfig(
-        model=ModelConfig(),
-        masks=MaskConfig(pred_scale=(0.10, 0.15), min_keep=26),
-        steps=200, batch_size=64, lr=5e-4, start_lr=1e-4, warmup=80,
-        n_train=1536, num_workers=2, log_every=10, ckpt_every=100, monitor_batch=128,
-        expected_minutes={"cpu": 3.0, "cuda": 0.5},
-        description="ViT d192x6 p8 @64 px, 200 steps; about 3 minutes on 2 CPU cores, too "
-        "short to learn",
-    )
-
-
-def _cpu() -> TrainConfig:
-    # The short CPU preset, 2-5 minutes on 2 cores (measured, README "Learning signal").
-    # Changes from cpu-p8, all found by screening on validation phantoms:
-    # * 16 px patches (a 4x4 grid of 16 tokens): a step costs about a third of an 8x8-grid
-    #   step on 2 cores, so a few minutes hold several times more steps;
-    # * input scale in_std 0.0625 instead of 0.25, so the patch content enters the patch
-    #   embedding 4x larger beside the fixed sin-cos position signal (the reason for
-    #   patch_init="xavier" on the 8x8 grid; trunc_normal, weaker still, dips to 44 % of init).
-    #   At 0.25 RankMe dipped to 84 % of init while a few leading directions grew;
-    # * a gentle schedule: batch 32 for 1360 steps (the same 2.9 epochs of 1536 phantoms as
-    #   batch 64 x 680, about 13 % slower per image), LR 1e-5 -> 3e-4 over 500 warmup steps,
-    #   and a fixed EMA of 0.995 instead of I-JEPA's 0.996 -> 1. The EMA time constant
-    #   1 / (1 - m) is 200 steps, well inside the run; at 0.996 -> 1 the evaluated target
-    #   encoder stays near its random init in a run this short. With LR 5e-4 and EMA 0.99 RankMe still dipped to
-    #   99 % of init at step 80; with this schedule no log falls below the first.
-    # min_keep is scaled to the 16-token grid. Masks and data are cpu-p8's.
-    cfg = _cpu_p8()
-    cfg.model = ModelConfig(patch_size=16, in_std=0.0625)
-    cfg.masks = dataclasses.replace(cfg.masks, min_keep=6)
-    cfg.steps, cfg.batch_size, cfg.ema = 1360, 32, (0.995, 0.995)
-    cfg.lr, cfg.start_lr, cfg.warmup = 3e-4, 1e-5, 500
-    cfg.log_every, cfg.ckpt_every = 40, 680
-    cfg.expected_minutes = {"cpu": 4.0, "cuda": 0.5}
-    cfg.description = (
-        "ViT d192x6 p16 @64 px, input std 0.0625, 1360 steps at batch 32, EMA 0.995; 2-5 "
-        "minutes on 2 CPU cores"
-    )
-    return cfg
-
-
-def _cpu_long() -> TrainConfig:
-    # The CPU recipe for a checkpoint like the shipped one: cpu-p8's model and masks trained
-    # 15x longer (about 55 minutes on 2 CPU cores; it reaches about half the gain of
-    # gpu-phantom, see the README's "Learning signal").
-    cfg = _cpu_p8()
-    cfg.steps, cfg.warmup, cfg.log_every, cfg.ckpt_every = 3000, 200, 25, 250
-    cfg.expected_minutes = {"cpu": 55.0, "cuda": 3.0}
-    cfg.description = (
-        "cpu-p8 model, 3000 steps (~55 min on 2 cores); CPU route to a trained model"
-    )
-    return cfg
-
-
-def _gpu_phantom() -> TrainConfig:
-    # The recipe of the shipped checkpoint data/checkpoints/radjepa_lab_phantom.pt: cpu-p8's
-    # model and masks, 8000 steps at batch 128 on 32768 cached phantoms (about 5 minutes on
-    # one H200). On CPU it would take hours; cpu-long is the CPU alternative.
-    cfg = _cpu_p8()
-    cfg.steps, cfg.warmup, cfg.batch_size, cfg.n_train = 8000, 400, 128, 32768
-    cfg.log_every, cfg.ckpt_every, cfg.num_workers = 100, 1000, 4
-    cfg.expected_minutes = {"cuda": 5.0, "cpu": 400.0}
-    cfg.description = "the shipped checkpoint's recipe: cpu-p8 model, 8000 steps at batch 128 (GPU)"
-    return cfg
-
-
-def _gpu_short() -> TrainConfig:
-    return TrainConfig(
-        model=ModelConfig(
-            img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6,
-            pred_embed_dim=192, pred_depth=6, pred_num_heads=6,
-        ),
-        masks=MaskConfig(),
-        steps=12_000, batch_size=256, lr=5e-4, start_lr=5e-5, warmup=1_000,
-        n_train=16_384, log_every=50, ckpt_every=2_000, monitor_batch=256,
-        bf16=True, compile=False, num_workers=14,
-        expected_minutes={"cuda": 12.0, "cpu": 2000.0},
-        description="ViT-S/16 @224 px; about 10-15 minutes on one H100-class GPU",
-    )
-
-
-def _radjepa_b14() -> TrainConfig:
-    # I-JEPA paper recipe (ViT-B): predictor 384 wide x 6 deep, AdamW, LR 1e-4 -> 1e-3
-    # warmup then cosine to 1e-6, wd 0.04 -> 0.4, EMA 0.996 -> 1, global batch 2048.
-    return TrainConfig(
-        model=ModelConfig(
-            img_size=224, patch_size=14, embed_dim=768, depth=12, num_heads=12,
-            pred_embed_dim=384, pred_depth=6, pred_num_heads=12,
-        ),
-        masks=MaskConfig(),
-        steps=100_000, batch_size=2048, lr=1e-3, start_lr=1e-4, final_lr=1e-6, warmup=7_500,
-        n_train=100_000, cache_data=False, data="phantoms", log_every=50, ckpt_every=2000,
-        monitor_batch=512, bf16=True, compile=True, num_workers=10,
-        expected_minutes={"cuda": 60.0 * 24 * 3},
-        description="paper recipe, ViT-B/14 @224 px, for multi-GPU torchrun runs",
-    )
-
-
-PRESETS: dict[str, Callable[[], TrainConfig]] = {
-    "smoke": _smoke,
-    "cpu": _cpu,
-    "cpu-p8": _cpu_p8,
-    "cpu-long": _cpu_long,
-    "gpu-phantom": _gpu_phantom,
-    "gpu-short": _gpu_short,
-    "radjepa-b14": _radjepa_b14,
-}
-
-
-def get_preset(name: str) -> TrainConfig:
-    """A fresh TrainConfig for a named preset (ConfigError on an unknown name)."""
-    try:
-        return PRESETS[name]()
-    except KeyError:
-        raise ConfigError(
-            f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}."
-        ) from None
 
 
 # ----------------------------------------------------------------------------- (de)serialise
@@ -321,33 +219,78 @@ def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _build(cls: type, d: dict[str, Any], where: str) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(d) - set(names)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
     if unknown:
         raise ConfigError(f"{where}: unknown field(s) {sorted(unknown)} for {cls.__name__}.")
-    kw = {}
-    for k, v in d.items():
-        if isinstance(v, list):
-            v = tuple(v)
-        kw[k] = v
-    return cls(**kw)
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     """Inverse of :func:`config_to_dict` (unknown keys raise ConfigError)."""
-    d = dict(d)
+    d = {k: v for k, v in d.items() if k not in LEGACY_TRAIN_KEYS}
     model = _build(ModelConfig, dict(d.pop("model", {})), "config.model")
     masks = _build(MaskConfig, dict(d.pop("masks", {})), "config.masks")
-    d["expected_minutes"] = dict(d.get("expected_minutes", {}))
     return _build(TrainConfig, {**d, "model": model, "masks": masks}, "config")
 
 
-# ----------------------------------------------------------------------------- device & profile
+# ----------------------------------------------------------------------------- overrides
 
 
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` (or None) -> cuda if available else cpu; explicit names are checked, not
-    silently changed."""
+def revalidate(cfg: Any) -> None:
+    """Re-run every nested dataclass's checks, so ``--set model.patch_init=bogus`` fails now."""
+    if not dataclasses.is_dataclass(cfg):
+        return
+    for f in dataclasses.fields(cfg):
+        revalidate(getattr(cfg, f.name))
+    if hasattr(cfg, "__post_init__"):
+        cfg.__post_init__()
+
+
+def apply_overrides(cfg: TrainConfig, items: Sequence[str]) -> TrainConfig:
+    """Apply ``key=value`` overrides (dotted keys reach nested configs), parsing values as Python
+    literals where possible, so every knob is reachable from the command line (nanoGPT style)."""
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set lr=5e-4")
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            value = raw
+        target, *rest = key.split(".")[::-1]
+        obj: Any = cfg
+        for part in reversed(rest):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                raise ConfigError(f"--set {item!r}: config has no section {part!r}")
+        if not hasattr(obj, target):
+            raise ConfigError(f"--set {item!r}: {type(obj).__name__} has no field {target!r}")
+        if isinstance(getattr(obj, target), tuple) and isinstance(value, list):
+            value = tuple(value)
+        setattr(obj, target, value)
+    revalidate(cfg)
+    return cfg
+
+
+def with_steps(cfg: TrainConfig, steps: int | None) -> TrainConfig:
+    """``--steps N``: shorten (or lengthen) a run; the warmup is capped at N so a short trial
+    run of a long preset stays a valid config instead of failing validation."""
+    if steps is not None:
+        cfg.steps = steps
+        cfg.warmup = min(cfg.warmup, steps)
+        revalidate(cfg)
+    return cfg
+
+
+# ----------------------------------------------------------------------------- device
+
+
+def resolve_device(device: Any = "auto") -> Any:
+    """``auto`` (or None) -> cuda if available else cpu, as a ``torch.device``; explicit names
+    are checked, not silently changed. torch is imported here, not at module import."""
+    import torch
+
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -358,50 +301,21 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return dev
 
 
-PROFILES = ("auto", "smoke", "cpu", "gpu-short")
-PROFILE_ENV = "RADJEPA_LAB_PROFILE"
+def native_bf16(device: Any) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16 or AMX tiles (elsewhere bf16 is emulated and slower than fp32)."""
+    import torch
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if dev.type != "cpu":
+        return False
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
-@dataclass
-class Profile:
-    """What a notebook runs: profile name, the preset it uses, device and expected minutes."""
-
-    name: str
-    preset: str
-    device: str
-    expected_minutes: float
-
-    @property
-    def config(self) -> TrainConfig:
-        """A fresh copy of the preset's TrainConfig, with the resolved device filled in."""
-        cfg = get_preset(self.preset)
-        cfg.device = self.device
-        return cfg
-
-    def describe(self) -> str:
-        """One line for the first notebook cell."""
-        cfg = get_preset(self.preset)
-        m = cfg.model
-        return (
-            f"profile={self.name} preset={self.preset} device={self.device} "
-            f"expected ~{self.expected_minutes:g} min | ViT d{m.embed_dim}x{m.depth} "
-            f"p{m.patch_size} @{m.img_size}px, {cfg.steps} steps x batch {cfg.batch_size}"
-        )
-
-
-def resolve_profile(name: str | None = None) -> Profile:
-    """Resolve the notebook profile from ``name`` or ``$RADJEPA_LAB_PROFILE`` (default ``auto``).
-
-    Prints nothing: notebooks print ``profile.describe()`` themselves.
-    """
-    raw = name if name is not None else os.environ.get(PROFILE_ENV, "auto")
-    key = raw.strip().lower() or "auto"
-    if key not in PROFILES:
-        raise ConfigError(
-            f"{PROFILE_ENV}={raw!r} is not a profile; use one of {list(PROFILES)}."
-        )
-    cuda = torch.cuda.is_available()
-    preset = ("gpu-short" if cuda else "cpu") if key == "auto" else key
-    device = "cuda" if cuda else "cpu"
-    minutes = get_preset(preset).expected_minutes.get(device, float("nan"))
-    return Profile(name=key, preset=preset, device=device, expected_minutes=minutes)
+def use_bf16(cfg: TrainConfig, device: Any) -> bool:
+    """Resolve ``cfg.bf16`` (True / False / "auto") for ``device``."""
+    return native_bf16(device) if cfg.bf16 == "auto" else bool(cfg.bf16)

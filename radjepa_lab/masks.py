@@ -28,56 +28,17 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from radjepa_lab.config import MaskConfig
 from radjepa_lab.errors import ConfigError
 
 __all__ = [
+    "BorderBiasedSampler",
     "MaskBatch",
     "MaskConfig",
     "MultiBlockMaskSampler",
     "coverage_heatmap",
     "ratio_histograms",
 ]
-
-EQUALIZE = ("subsample", "truncate")
-
-
-@dataclass
-class MaskConfig:
-    """Scales are fractions of the patch grid; aspect is block height / width.
-
-    Defaults are the I-JEPA paper's: context scale 0.85-1 (square), 4 targets of scale
-    0.15-0.2 with aspect 0.75-1.5, ``min_keep`` 10. ``per_sample=False`` draws one block
-    size per batch (reference); ``True`` draws a size for every block of every sample.
-    ``max_tries`` bounds the redraws that give each context ``min_keep`` tokens.
-    """
-
-    enc_scale: tuple[float, float] = (0.85, 1.0)
-    pred_scale: tuple[float, float] = (0.15, 0.2)
-    enc_aspect: tuple[float, float] = (1.0, 1.0)
-    pred_aspect: tuple[float, float] = (0.75, 1.5)
-    n_targets: int = 4
-    min_keep: int = 10
-    per_sample: bool = False
-    equalize: str = "subsample"
-    allow_overlap: bool = False
-    max_tries: int = 200
-
-    def __post_init__(self) -> None:
-        for name in ("enc_scale", "pred_scale", "enc_aspect", "pred_aspect"):
-            lo, hi = getattr(self, name)
-            setattr(self, name, (float(lo), float(hi)))
-            if not 0 < lo <= hi or (name.endswith("scale") and hi > 1):
-                raise ConfigError(
-                    f"MaskConfig.{name}=({lo}, {hi}) must satisfy 0 < low <= high"
-                    + (" <= 1." if name.endswith("scale") else ".")
-                )
-        if self.n_targets < 1:
-            raise ConfigError(f"MaskConfig.n_targets={self.n_targets} must be >= 1.")
-        if self.min_keep < 1:
-            raise ConfigError(f"MaskConfig.min_keep={self.min_keep} must be >= 1.")
-        if self.equalize not in EQUALIZE:
-            raise ConfigError(f"MaskConfig.equalize={self.equalize!r}: use one of {EQUALIZE}.")
-
 
 @dataclass
 class MaskBatch:
@@ -240,6 +201,23 @@ class MultiBlockMaskSampler:
         key = key.masked_fill(~mask, float("inf"))
         idx = key.topk(k, dim=1, largest=False).indices
         return idx.sort(dim=1).values
+
+
+class BorderBiasedSampler(MultiBlockMaskSampler):
+    """The reference I-JEPA block placement, kept ONLY to show its bias in 01_masking_sampler.
+
+    facebookresearch/ijepa draws a corner with ``torch.randint(0, H - h)``: one position
+    short, so no block ever touches the last row or column (ijepa #60, #40). The kit's
+    :meth:`MultiBlockMaskSampler.place` draws from ``H - h + 1`` positions instead.
+    """
+
+    def place(self, h: torch.Tensor, w: torch.Tensor,
+              generator: torch.Generator | None) -> torch.Tensor:
+        gh, gw = self.grid
+        u = torch.rand(2, *h.shape, generator=generator, dtype=torch.float64)
+        top = torch.floor(u[0] * (gh - h).clamp_min(1)).long()  # range(gh - h): bias
+        left = torch.floor(u[1] * (gw - w).clamp_min(1)).long()
+        return torch.stack([top, left, h, w], dim=-1)
 
 
 # ----------------------------------------------------------------------------- statistics

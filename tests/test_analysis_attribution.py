@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model
 
-from radjepa_lab.analysis.embed import ArrayDataset, extract_features
+from radjepa_lab.analysis.embed import extract_features
 from radjepa_lab.analysis.probes import fit_linear_probe
-from radjepa_lab.config import ModelConfig
+from radjepa_lab.data.datasets import ArrayDataset
 from radjepa_lab.models import build_encoder
 
 pytest.importorskip("captum")
@@ -20,8 +21,7 @@ from radjepa_lab.analysis.attribution import (  # noqa: E402
     token_gradcam,
 )
 
-CFG = ModelConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                  pred_embed_dim=16, pred_depth=1, pred_num_heads=2)
+CFG = tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model
 
 from radjepa_lab.analysis.embed import (
-    ArrayDataset,
     dataset_fingerprint,
     extract_features,
     pool_tokens,
     project_2d,
     state_dict_hash,
 )
-from radjepa_lab.config import ModelConfig
+from radjepa_lab.data.datasets import ArrayDataset
 from radjepa_lab.models import build_encoder
 
-CFG = ModelConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                  pred_embed_dim=16, pred_depth=1, pred_num_heads=2)
+CFG = tiny_model()
 
 
 @pytest.fixture(scope="module")
@@ -111,26 +110,3 @@ def test_project_2d_umap_small() -> None:
     ca, cb = p.coords[:30].mean(0), p.coords[30:].mean(0)
     spread = p.coords[:30].std(0).max()
     assert np.linalg.norm(ca - cb) > 2 * spread
-
-
-def test_embed_to_file_from_checkpoint(tmp_path) -> None:
-    pytest.importorskip("radjepa_lab.data.phantom")
-    from radjepa_lab.analysis.embed import embed_to_file, resolve_dataset
-    from radjepa_lab.config import config_to_dict, get_preset
-    from radjepa_lab.errors import DataError
-    from radjepa_lab.train import CKPT_FORMAT, save_checkpoint
-
-    cfg = get_preset("smoke")
-    enc = build_encoder(cfg.model)
-    ckpt = save_checkpoint(tmp_path / "c.pt", {"format": CKPT_FORMAT, "config": config_to_dict(cfg),
-                                               "encoder": enc.state_dict(),
-                                               "target_encoder": enc.state_dict()})
-    path = embed_to_file(ckpt, "phantoms:6", tmp_path / "emb", pool="2x2", progress=False)
-    with np.load(path) as z:
-        assert z["pooled"].shape == (6, 4 * cfg.model.embed_dim)
-        assert z["labels"].shape == (6, 6) and list(z["classes"])[0] == "cardiomegaly"
-    assert len(resolve_dataset("phantoms[:5]", 32)) == 5
-    with pytest.raises(DataError, match="phantoms"):
-        resolve_dataset("phantoms:abc", 32)
-    with pytest.raises(DataError, match="no such file"):
-        resolve_dataset(str(tmp_path / "missing"), 32)

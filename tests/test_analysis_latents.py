@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model
 
 from radjepa_lab.analysis.latents import (
     block_masks,
@@ -13,11 +14,9 @@ from radjepa_lab.analysis.latents import (
     pca_rgb,
     predict_latents,
 )
-from radjepa_lab.config import ModelConfig
 from radjepa_lab.models import build_encoder, build_predictor
 
-CFG = ModelConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                  pred_embed_dim=16, pred_depth=1, pred_num_heads=2)
+CFG = tiny_model()
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Metrics, bootstrap CIs, paired test and label-free quality, on data with known answers."""
+"""Metrics, bootstrap CIs and the paired test, on data with known answers (RankMe: test_monitors)."""
 
 from __future__ import annotations
 
@@ -14,15 +14,11 @@ from radjepa_lab.analysis.metrics import (
     bootstrap_indices,
     classification_metrics,
     count_significant,
-    feature_std,
     macro_auprc,
     paired_bootstrap,
     pr_curves,
-    rankme,
-    rankme_split,
     roc_auc,
 )
-from radjepa_lab.errors import RadJEPALabError
 
 
 def test_fast_ap_and_auc_equal_sklearn_with_ties() -> None:
@@ -101,49 +97,6 @@ def test_paired_bootstrap_detects_better_encoder_and_not_identical() -> None:
     assert (k, n) == (1, 2)
 
 
-def test_rankme_and_feature_std() -> None:
-    rng = np.random.default_rng(0)
-    iso = rng.normal(size=(500, 16))
-    assert 14 < rankme(iso) <= 16.0
-    low = rng.normal(size=(500, 2)) @ rng.normal(size=(2, 16))
-    assert rankme(low) < 2.5
-    collapsed = np.ones((100, 16)) + 1e-9 * rng.normal(size=(100, 16))
-    assert feature_std(collapsed) < 1e-6
-    assert feature_std(iso) == pytest.approx(1 / np.sqrt(16), rel=0.15)
-
-
-def _with_singular_values(sv: list[float], n: int = 64, seed: int = 0) -> np.ndarray:
-    """Centred [n, len(sv)] features whose singular values are exactly ``sv``."""
-    rng = np.random.default_rng(seed)
-    a = rng.normal(size=(n, len(sv)))
-    a -= a.mean(0)  # orthonormal columns that are also orthogonal to the ones vector
-    q, _ = np.linalg.qr(a)
-    v, _ = np.linalg.qr(rng.normal(size=(len(sv), len(sv))))
-    return q @ np.diag(sv) @ v.T
-
-
-def test_rankme_split_separates_leading_growth_from_collapse() -> None:
-    tail = [1.0] * 20
-    base = _with_singular_values([1.0] * 5 + tail)
-    grown = _with_singular_values([6.0] * 5 + tail)  # the leading directions grew
-    dead = _with_singular_values([1.0] * 5 + [1.0] * 5 + [1e-6] * 15)  # tail dimensions died
-    b, g, d = (rankme_split(x, k=5) for x in (base, grown, dead))
-    # equal singular values: RankMe is their count; the tail is the 20 after the first 5
-    assert b["rankme"] == pytest.approx(25.0, rel=1e-4)
-    assert b["rankme_tail"] == pytest.approx(20.0, rel=1e-4)
-    assert b["top_share"] == pytest.approx(5 / 25)
-    assert g["top_share"] == pytest.approx(30 / 50)
-    # growth of the leading directions lowers RankMe but leaves the tail intact ...
-    assert g["rankme"] < 0.8 * b["rankme"] and g["rankme_tail"] == pytest.approx(20.0, rel=1e-4)
-    # ... collapse lowers both
-    assert d["rankme"] < 0.5 * b["rankme"] and d["rankme_tail"] < 6.0
-    assert rankme_split(base, k=5)["rankme"] == pytest.approx(rankme(base))
-    with pytest.raises(RadJEPALabError, match="k=25"):
-        rankme_split(base, k=25)
-    with pytest.raises(RadJEPALabError, match="k must be"):
-        rankme_split(base, k=0)
-
-
 def test_pr_curves_and_ci_str() -> None:
     y = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], float)
     s = np.array([[0.9, 0.1], [0.2, 0.9], [0.7, 0.3], [0.1, 0.6]])
@@ -153,14 +106,18 @@ def test_pr_curves_and_ci_str() -> None:
 
 
 def test_metrics_module_imports_with_numpy_only() -> None:
-    # train.py imports rankme/feature_std on a bare GPU box (torch, timm, numpy only)
+    # the metrics re-export the monitors' rankme, which the trainer runs on a bare GPU box
+    # (torch, timm, numpy only): neither module may pull in the analysis stack
     import subprocess
     import sys
 
     code = (
         "import sys; import radjepa_lab.analysis.metrics as m; "
         "bad = [k for k in ('sklearn', 'scipy', 'matplotlib', 'umap', 'captum') if k in sys.modules]; "
-        "assert not bad, bad; import numpy as np; print(m.rankme(np.eye(4)))"
+        "assert not bad, bad; import radjepa_lab.monitors as mon; "
+        "assert (m.rankme, m.rankme_split, m.feature_std) == "
+        "(mon.rankme, mon.rankme_split, mon.feature_std); "
+        "import numpy as np; print(m.rankme(np.eye(4)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) == pytest.approx(3.0, rel=1e-3)  # centred I_4 has rank 3

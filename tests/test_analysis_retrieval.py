@@ -1,4 +1,5 @@
-"""ROUGE-L, BLEU-4 and finding-F1 against hand-computed values; nearest-report retrieval."""
+"""ROUGE-L, BLEU-4 and finding-F1 against hand-computed values and the reference packages;
+nearest-report retrieval."""
 
 from __future__ import annotations
 
@@ -13,14 +14,12 @@ from radjepa_lab.analysis.retrieval import (
     finding_f1,
     nearest_neighbours,
     rouge_l,
-    tokenize,
 )
 
 
-def test_tokenize_like_rouge_score() -> None:
-    assert tokenize("Heart size: ENLARGED. No effusion!") == [
-        "heart", "size", "enlarged", "no", "effusion"
-    ]
+def test_rouge_l_tokenizes_like_rouge_score() -> None:
+    # rouge-score's default tokenizer: lower case, alphanumeric runs, punctuation dropped
+    assert rouge_l("Heart size: ENLARGED. No effusion!", "heart size enlarged no effusion") == 1.0
 
 
 def test_rouge_l_hand_computed() -> None:
@@ -45,12 +44,23 @@ def test_bleu4_hand_computed() -> None:
     assert bleu("a b c d", "a b c d e f g h") == pytest.approx(math.exp(-1))
 
 
-def test_bleu_matches_sacrebleu_if_installed() -> None:
+def test_scores_equal_the_reference_implementations() -> None:
+    """The numbers must be the ones published report-generation results quote: sacrebleu's
+    corpus BLEU (13a tokenizer, exp smoothing) and rouge-score's ROUGE-L F1, no stemming."""
     sacrebleu = pytest.importorskip("sacrebleu")
-    c = ["heart size is enlarged no effusion", "lungs are clear"]
-    r = ["heart size is normal small left effusion", "lungs are clear no pneumothorax"]
-    ref = sacrebleu.corpus_bleu(c, [r], tokenize="none").score / 100
-    assert bleu(c, r) == pytest.approx(ref, abs=1e-9)
+    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
+    c = ["Heart size is enlarged. No effusion.", "Lungs are clear, no pneumothorax."]
+    r = ["Heart size is normal. Small left effusion.", "Lungs are clear; no effusion."]
+    ref = sacrebleu.corpus_bleu(c, [r]).score / 100
+    assert 0 < ref < 1 and bleu(c, r) == pytest.approx(ref, abs=1e-12)
+    none = sacrebleu.corpus_bleu(c, [r], smooth_method="none").score / 100
+    assert bleu(c, r, smooth="none") == pytest.approx(none, abs=1e-12)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    for cand, refr in zip(c, r, strict=True):
+        want = scorer.score(refr, cand)["rougeL"].fmeasure
+        assert 0 < want < 1 and rouge_l(cand, refr) == pytest.approx(want, abs=1e-12)
+    # precision is over the candidate, recall over the reference: the order matters
+    assert rouge_l("a b", "a b c d") == pytest.approx(2 * 1.0 * 0.5 / 1.5)
 
 
 def test_finding_f1_hand_computed() -> None:

@@ -1,4 +1,5 @@
-"""bench/quality.py's summary of a run's monitors (the RankMe dip diagnosis in the README)."""
+"""bench/quality.py: the demo's protocol on a checkpoint, and its summary of the run's monitors
+(the RankMe dip diagnosis in the README; the summary itself is tested in test_monitors)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import write_kit_checkpoint
+
+from radjepa_lab.presets import get_preset
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "quality.py"
 
@@ -19,22 +23,27 @@ def _quality():
     return mod
 
 
-def test_rankme_history_finds_the_dip_and_its_tail(tmp_path: Path) -> None:
+def test_quality_bench_reports_the_lead_table_and_the_rankme_dip(tmp_path: Path, capsys) -> None:
+    ckpt = write_kit_checkpoint(tmp_path / "run" / "checkpoint.pt", cfg=get_preset("smoke"))
     rows = [  # RankMe dips at step 40 while only the leading directions grow
         {"step": 1, "loss": 0.5, "rankme": 40.0, "rankme_tail5": 60.0, "top5_share": 0.40},
         {"step": 20, "loss": 0.3, "rankme": 36.0, "rankme_tail5": 59.0, "top5_share": 0.45},
         {"step": 40, "loss": 0.2, "rankme": 35.0, "rankme_tail5": 58.5, "top5_share": 0.47},
         {"step": 60, "loss": 0.1, "rankme": 41.0, "rankme_tail5": 58.0, "top5_share": 0.41},
     ]
-    path = tmp_path / "metrics.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rk = _quality()._rankme_history(path)
+    (tmp_path / "run" / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "bench"
+    assert _quality().main(["--checkpoint", str(ckpt), "--profile", "smoke", "--quick",
+                            "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    q = json.loads((out / "quality.json").read_text())
+    rk = q["history"]["checkpoint"]  # read from the metrics.jsonl beside the checkpoint
     assert (rk["rankme_start"], rk["rankme_min"], rk["rankme_min_step"], rk["rankme_end"]) == (
         40.0, 35.0, 40, 41.0)
     assert rk["rankme_tail5_at_rankme_min"] == 58.5 and rk["rankme_tail5_min"] == 58.0
     assert rk["top5_share_max"] == pytest.approx(0.47) and rk["loss_end"] == 0.1
-    # logs from before the split was monitored still summarise, without the tail keys
-    path.write_text("".join(json.dumps({"step": r["step"], "rankme": r["rankme"]}) + "\n"
-                            for r in rows))
-    old = _quality()._rankme_history(path)
-    assert old["rankme_min"] == 35.0 and "rankme_tail5_start" not in old
+    assert rk["no_collapse"] is False
+    assert "RankMe 40.0 -> lowest 35.0 (step 40) -> 41.0" in capsys.readouterr().out
+    models = [r["model"] for r in q["lead"]]
+    assert models[0] == "checkpoint" and len(models) == 3
+    assert any("random" in m for m in models) and any("pixels" in m for m in models)
+    assert (out / "report" / "index.html").exists()

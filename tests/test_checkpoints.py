@@ -1,16 +1,34 @@
-"""Checkpoint import round-trips: each format is written by the test from an independent
-timm ViT (the layout the real releases use) and must reproduce that model's tokens."""
+"""Checkpoints: the kit's own files (save/load, export, the shipped one) and encoder import
+round-trips, where each foreign format is written by the test from an independent timm ViT
+(the layout the real releases use) and must reproduce that model's tokens."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import blob_images, tiny_config, tiny_model, write_kit_checkpoint
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
+from radjepa_lab.checkpoints import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SHIPPED_CHECKPOINT,
+    checkpoint_config,
+    detect_format,
+    export_checkpoint,
+    load_checkpoint,
+    load_encoder,
+    load_jepa,
+    save_checkpoint,
+)
+from radjepa_lab.config import config_to_dict
 from radjepa_lab.errors import CheckpointError
-from radjepa_lab.models import IMAGENET_MEAN, IMAGENET_STD, detect_format, load_encoder
+from radjepa_lab.models import build_encoder, build_predictor
+from radjepa_lab.presets import get_preset
+from radjepa_lab.train import TrainResult, pretrain
 
 DIM, HEADS, DEPTH, PATCH, GRID = 32, 2, 2, 8, 4
 
@@ -41,6 +59,9 @@ def _check(path: Path, ref: TimmViT, **kw) -> None:
         torch.testing.assert_close(enc(x), _reference_tokens(ref, x), atol=1e-5, rtol=1e-5)
     assert enc.num_prefix_tokens == ref.num_prefix_tokens
     assert enc(torch.rand(1, 1, 48, 40)).shape == (1, 30, DIM)  # other sizes interpolate
+
+
+# ----------------------------------------------------------------------------- encoder import
 
 
 def test_ijepa_official_format(tmp_path: Path) -> None:
@@ -136,37 +157,61 @@ def test_missing_and_unknown_files_raise_checkpoint_error(tmp_path: Path) -> Non
         load_encoder(path)
 
 
-def test_kit_checkpoint_round_trip(tmp_path: Path) -> None:
-    from train_fixtures import blob_images, tiny_config
+# ----------------------------------------------------------------------------- kit files
 
-    from radjepa_lab.train import pretrain
 
-    res = pretrain(tiny_config(steps=3, ckpt_every=3), tmp_path, dataset=blob_images(16),
-                   progress=False)
+def test_checkpoint_io(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "c.pt", {"format": "radjepa_lab", "step": 1})
+    assert load_checkpoint(path)["step"] == 1
+    torch.save({"something": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a RadJEPA Lab checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "broken.pt").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_checkpoint(tmp_path / "broken.pt")
+
+
+def test_load_jepa_restores_all_three_networks(tmp_path: Path) -> None:
+    path = write_kit_checkpoint(tmp_path / "c.pt", step=2, seed=4)
+    jepa = load_jepa(path)
+    ref = build_encoder(tiny_model(), seed=4)
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(load_encoder(res.checkpoint)(x), res.target_encoder(x))
-        ctx = load_encoder(res.checkpoint, which="context")
-        torch.testing.assert_close(ctx(x), res.encoder(x))
-    assert detect_format(torch.load(res.checkpoint, weights_only=True)) == "kit"
+        assert torch.allclose(jepa.encoder(x), ref(x))
+        assert torch.allclose(jepa.target_encoder(x), ref(x))
+    pred = build_predictor(tiny_model(), seed=4).state_dict()
+    got = jepa.predictor.state_dict()
+    assert set(got) == set(pred) and all(torch.equal(got[k], pred[k]) for k in pred)
+    assert not jepa.encoder.training and jepa.info["step"] == 2
+    assert jepa.config.model == tiny_model()
 
 
-def test_export_checkpoint_is_small_half_precision_and_loads(tmp_path) -> None:
+@pytest.fixture(scope="module")
+def kit_run(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    """A 3-step tiny pretraining run: the kit's full checkpoint, with optimiser and RNG."""
+    return pretrain(tiny_config(steps=3, ckpt_every=3), tmp_path_factory.mktemp("run"),
+                    dataset=blob_images(16), progress=False)
+
+
+def test_kit_checkpoint_round_trip(kit_run: TrainResult) -> None:
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(load_encoder(kit_run.checkpoint)(x), kit_run.target_encoder(x))
+        ctx = load_encoder(kit_run.checkpoint, which="context")
+        torch.testing.assert_close(ctx(x), kit_run.encoder(x))
+    assert detect_format(torch.load(kit_run.checkpoint, weights_only=True)) == "kit"
+
+
+def test_export_checkpoint_is_small_half_precision_and_loads(kit_run: TrainResult,
+                                                             tmp_path: Path) -> None:
     """The shipped checkpoint's format: target encoder + predictor in float16, no optimiser."""
-    from radjepa_lab.config import get_preset
-    from radjepa_lab.notebook import load_jepa
-    from radjepa_lab.train import export_checkpoint, load_checkpoint, pretrain
-
-    cfg = get_preset("smoke")
-    cfg.steps, cfg.warmup = 4, 1
-    res = pretrain(cfg, tmp_path / "run", progress=False)
-    dst = export_checkpoint(res.checkpoint, tmp_path / "small.pt")
+    dst = export_checkpoint(kit_run.checkpoint, tmp_path / "small.pt")
     state = load_checkpoint(dst)
     assert "optimizer" not in state and "encoder" not in state and "rng" not in state
     assert all(v.dtype == torch.float16 for v in state["target_encoder"].values()
                if v.is_floating_point())
-    assert dst.stat().st_size < res.checkpoint.stat().st_size / 2
-    full = load_encoder(res.checkpoint, which="target")
+    assert dst.stat().st_size < kit_run.checkpoint.stat().st_size / 2
+    full = load_encoder(kit_run.checkpoint, which="target")
     small = load_encoder(dst, which="target")
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():
@@ -176,3 +221,23 @@ def test_export_checkpoint_is_small_half_precision_and_loads(tmp_path) -> None:
     assert jepa.info["context_from_target"] is True
     with pytest.raises(CheckpointError, match="which='target'"):
         load_encoder(dst, which="context")
+
+
+def test_shipped_checkpoint_matches_its_documented_recipe() -> None:
+    """data/README.md says the shipped checkpoint is ``--preset gpu-phantom``; prove it, so the
+    documented command cannot drift from the file the notebooks load."""
+    state = load_checkpoint(SHIPPED_CHECKPOINT)
+    assert SHIPPED_CHECKPOINT.stat().st_size <= 10 * 2**20
+    # its stored config predates the move of expected_minutes/description to presets.PRESETS;
+    # checkpoint_config drops those two legacy keys
+    want = config_to_dict(get_preset("gpu-phantom"))
+    got = config_to_dict(checkpoint_config(state))
+    want.pop("device"), got.pop("device")
+    assert got == want
+    assert state["step"] == want["steps"]
+    # its training log sits beside it and shows RankMe rising over the run
+    log = [json.loads(ln) for ln in
+           (SHIPPED_CHECKPOINT.parent / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+    assert log[-1]["step"] == want["steps"]
+    rk = [r["rankme"] for r in log if r.get("rankme") is not None]
+    assert rk[-1] > 1.5 * rk[0]

@@ -1,4 +1,5 @@
-"""Folder / CSV-manifest datasets, the torchxrayvision adapter, and the on_error policy."""
+"""Folder / CSV-manifest datasets, the torchxrayvision adapter and stand-in, the on_error
+policy, and the one resolver of ``--data`` specs."""
 
 from __future__ import annotations
 
@@ -8,10 +9,24 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from data_fixtures import write_dicom, write_png
+from helpers import write_png
 
-from radjepa_lab.data.datasets import CSVDataset, FolderDataset, XRVAdapter
-from radjepa_lab.data.phantom import FINDINGS, PhantomConfig, derive_seed, generate_phantom
+from radjepa_lab.data.datasets import (
+    CSVDataset,
+    FolderDataset,
+    XRVAdapter,
+    XRVStandIn,
+    resolve_dataset,
+)
+from radjepa_lab.data.dicom import write_dicom
+from radjepa_lab.data.phantom import (
+    FINDINGS,
+    PhantomConfig,
+    PhantomDataset,
+    derive_seed,
+    generate_batch,
+    generate_phantom,
+)
 from radjepa_lab.data.phantom import write_phantoms as write_sample
 from radjepa_lab.errors import DataError, ManifestError
 
@@ -175,3 +190,29 @@ class _WrongRange(torch.utils.data.Dataset):
 def test_xrv_adapter_rejects_unnormalised_images():
     with pytest.raises(DataError, match="normalize"):
         XRVAdapter(_WrongRange(), size=8)[0]
+
+
+def test_xrv_stand_in_serves_xrv_range_images() -> None:
+    b = generate_batch(3, seed=0, cfg=PhantomConfig(size=32))
+    xrv = XRVStandIn(b.images, b.labels, list(FINDINGS))
+    assert len(xrv) == 3 and xrv.pathologies == list(FINDINGS)
+    img = xrv[0]["img"]
+    assert img.shape == (1, 32, 32) and img.min() >= -1024 and img.max() <= 1024
+    assert np.allclose((img[0] + 1024) / 2048, b.images[0], atol=1e-5)
+    np.testing.assert_array_equal(xrv[2]["lab"], b.labels[2])
+    # the adapter maps it back to the kit's [0, 1]
+    back = XRVAdapter(xrv, size=32)[0]["img"][0].numpy()
+    np.testing.assert_allclose(back, b.images[0], atol=1e-5)
+
+
+def test_resolve_dataset_specs(tmp_path, sample_dir) -> None:
+    ds = resolve_dataset("phantoms[:5]", 32)
+    assert isinstance(ds, PhantomDataset) and len(ds) == 5
+    assert len(resolve_dataset("phantoms:7", 32)) == 7
+    assert len(resolve_dataset("phantoms", 32, n=9)) == 9
+    assert isinstance(resolve_dataset(str(sample_dir / "labels.csv"), 32), CSVDataset)
+    assert isinstance(resolve_dataset(str(sample_dir), 32), FolderDataset)
+    with pytest.raises(DataError, match="phantoms"):
+        resolve_dataset("phantoms:abc", 32)
+    with pytest.raises(DataError, match="no such file"):
+        resolve_dataset(str(tmp_path / "missing"), 32)

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from train_fixtures import blob_images, tiny_config
+from helpers import blob_images, tiny_config
 
 from radjepa_lab.models import build_encoder
 from radjepa_lab.train import pretrain

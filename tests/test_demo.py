@@ -1,11 +1,18 @@
-"""`make demo` end to end on the smoke profile: every stage runs and the report says what it measured."""
+"""The application layer: `make demo` end to end, the probe report and `radjepa-lab embed`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from radjepa_lab.demo import run_demo
+import numpy as np
+from helpers import write_kit_checkpoint
+
+from radjepa_lab.checkpoints import CKPT_FORMAT, save_checkpoint
+from radjepa_lab.config import config_to_dict
+from radjepa_lab.demo import embed_to_file, probe_report, run_demo
+from radjepa_lab.models import build_encoder
+from radjepa_lab.presets import get_preset
 
 
 def test_demo_pipeline_writes_report(tmp_path: Path) -> None:
@@ -25,3 +32,43 @@ def test_demo_pipeline_writes_report(tmp_path: Path) -> None:
     pngs = sorted(p.name for p in (out / "figures").glob("*.png"))
     for fig in ("probe_bars", "embedding", "attention_rollout", "latents", "training_curves"):
         assert any(fig in p for p in pngs), f"demo report lacks the {fig} figure: {pngs}"
+
+
+def test_probe_report_end_to_end(tmp_path: Path) -> None:
+    ckpt = write_kit_checkpoint(tmp_path / "run" / "checkpoint.pt", cfg=get_preset("smoke"))
+    (tmp_path / "run" / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0 / (s + 1), "rankme": 5.0 + s}) + "\n"
+                for s in range(3)))
+    index = probe_report(ckpt, "phantoms", tmp_path / "report", n_train=48, n_test=32, seed=1,
+                         n_resamples=20, umap_method="pca", seg_epochs=2, progress=False)
+    out = tmp_path / "report"
+    assert index == out / "index.html"
+    figs = {p.stem for p in (out / "figures").glob("*.png")}
+    assert {"probe_bars", "latents_checkpoint", "attention_rollout_checkpoint",
+            "embedding_checkpoint", "segmentation_checkpoint", "retrieval",
+            "training_curves_checkpoint"} <= figs
+    res = json.loads((out / "results.json").read_text())
+    names = {r["name"] for r in res["rows"]}
+    assert {"checkpoint [2x2]", "random (kit init) [2x2]", "random (torch init) [2x2]",
+            "pixels 16x16"} <= names
+    ck = next(r for r in res["rows"] if r["name"] == "checkpoint [2x2]" and r["probe"] == "linear")
+    assert ck["baseline"].startswith("random") and ck["delta_vs_baseline"] is not None
+    assert set(res["dice"]["checkpoint"]) == {"right_lung", "left_lung", "heart", "ribs"}
+    md = (out / "report.md").read_text()
+    assert md.startswith("# SYNTHETIC") and "5.0 -> 5.0 -> 7.0" in md  # RankMe first/low/last
+    lead = res["lead"]  # the report's first table: the model, its random init, raw pixels
+    assert [r["model"] for r in lead][0] == "checkpoint" and lead[-1]["model"] == "raw pixels 16x16"
+    assert md.index("Does it learn?") < md.index("Linear probe (frozen features)")
+
+
+def test_embed_to_file_from_a_minimal_checkpoint(tmp_path: Path) -> None:
+    # encoders only: no predictor, step or version (an exported or hand-made file)
+    cfg = get_preset("smoke")
+    enc = build_encoder(cfg.model)
+    ckpt = save_checkpoint(tmp_path / "c.pt", {"format": CKPT_FORMAT, "config": config_to_dict(cfg),
+                                               "encoder": enc.state_dict(),
+                                               "target_encoder": enc.state_dict()})
+    path = embed_to_file(ckpt, "phantoms:6", tmp_path / "emb", pool="2x2", progress=False)
+    with np.load(path) as z:
+        assert z["pooled"].shape == (6, 4 * cfg.model.embed_dim)
+        assert z["labels"].shape == (6, 6) and list(z["classes"])[0] == "cardiomegaly"

@@ -1,4 +1,5 @@
-"""DICOM reading: the real RG1 radiograph and DICOMs with known stored values."""
+"""DICOM reading: the real RG1 radiograph, DICOMs with known stored values (written by the
+kit's own ``write_dicom``), and the display pipeline taken apart for teaching."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
-from data_fixtures import write_dicom, write_png
+from helpers import write_png
 from pydicom.data import get_testdata_file
 
-from radjepa_lab.data.dicom import is_dicom, read_dicom
+from radjepa_lab.data.dicom import dicom_steps, is_dicom, read_dicom, write_dicom
 from radjepa_lab.errors import DataError, DicomReadError
 
 
@@ -50,6 +51,19 @@ def test_rg1_without_voi_keeps_air_dark():
     assert meta.voi == "none" and meta.inverted
     assert region(img, 0.30, 0.50, 0.45, 0.53) > region(img, 0.25, 0.45, 0.20, 0.32) + 0.2
     assert meta.stored_range == (874.0, 26479.0)
+
+
+def test_dicom_steps_end_with_air_dark_and_equal_read_dicom(rg1):
+    steps = dicom_steps(rg1_path())
+    assert [s.title[0] for s in steps] == ["1", "2", "3", "4"]
+    out = steps[-1].image
+    assert 0 <= out.min() and out.max() <= 1
+    assert "inverted" in steps[-1].note
+    corner = out[:20, :20].mean()  # air outside the body, top-left
+    centre = out[out.shape[0] // 3 : out.shape[0] // 2, out.shape[1] // 2 - 10 : out.shape[1] // 2 + 10]
+    assert corner < centre.mean(), "MONOCHROME1 must come back with air dark"
+    np.testing.assert_array_equal(out, rg1[0][::4, ::4])  # the kit's own output, subsampled
+    assert steps[0].image.shape == out.shape
 
 
 def test_monochrome2_and_monochrome1_8bit(tmp_path):

@@ -272,19 +272,11 @@ def test_knn_wrong_answers(fn: Callable[..., Any], fragments: tuple[str, ...]) -
 
 def _roll(order: str = "left", residual: str = "mix", fuse: str = "mean",
           layers: str = "all") -> Callable[..., Any]:
+    """A student's rollout with one mistake: the checker's own catalogue of wrong variants,
+    plus a last-layer-only rollout."""
     def rollout(attn, residual_weight=0.5):
-        n = attn.shape[-1]
-        eye, r = np.eye(n), np.eye(n)
         seq = {"all": attn, "last": attn[-1:]}[layers]
-        for layer in seq:
-            a = layer.mean(0) if fuse == "mean" else layer.max(0)
-            if residual == "mix":
-                a = residual_weight * eye + (1 - residual_weight) * a
-            elif residual == "add":
-                a = eye + a
-            a = a / a.sum(-1, keepdims=True)
-            r = a @ r if order == "left" else r @ a
-        return r
+        return E._rollout_variant(seq, residual_weight, fuse=fuse, order=order, residual=residual)
 
     return rollout
 

@@ -1,4 +1,4 @@
-"""PNG/JPEG/TIFF reading, content-based dispatch, and preprocessing (transforms)."""
+"""PNG/JPEG/TIFF reading and content-based dispatch (preprocessing: test_transforms)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
-from data_fixtures import write_dicom, write_png
+from helpers import write_png
 from PIL import Image
 
+from radjepa_lab.data.dicom import write_dicom
 from radjepa_lab.data.images import load_image, read_image
-from radjepa_lab.data.transforms import equalize_histogram, preprocess
 from radjepa_lab.errors import DataError, DicomReadError, ImageReadError
 
 
@@ -105,49 +105,3 @@ def test_load_image_dispatches_on_content(tmp_path):
     fake = write_png(tmp_path / "fake.dcm", np.zeros((4, 4), np.uint8))
     with pytest.raises(DicomReadError, match=r"fake\.dcm"):
         load_image(fake)
-
-
-def test_preprocess_pad_keeps_aspect_and_pads_with_air():
-    img = np.ones((100, 50), np.float32)
-    out = preprocess(img, 64, mode="pad")
-    assert out.shape == (64, 64) and out.dtype == np.float32
-    cols = np.flatnonzero(out.mean(0) > 0.5)
-    assert len(cols) == 32 and cols[0] == 16  # centred, aspect 2:1 kept
-    assert out[:, :15].max() == 0.0 and out[:, 49:].max() == 0.0
-
-
-def test_preprocess_crop_fills_square_from_centre():
-    img = np.zeros((100, 50), np.float32)
-    img[45:55] = 1.0  # a band in the middle rows survives the centre crop
-    out = preprocess(img, 50, mode="crop")
-    assert out.shape == (50, 50)
-    rows = np.flatnonzero(out.mean(1) > 0.5)
-    assert 20 <= rows.min() and rows.max() <= 29
-
-
-def test_preprocess_checks_range_and_finiteness():
-    with pytest.raises(DataError, match="NaN"):
-        preprocess(np.array([[0.0, np.nan]], np.float32), 8)
-    with pytest.raises(DataError, match=r"\[0, 255\]"):
-        preprocess(np.array([[0.0, 255.0]], np.float32), 8)
-    with pytest.raises(DataError):
-        preprocess(np.zeros((4, 4)), 8, mode="stretch")
-
-
-def test_preprocess_downsizes_large_images_and_stays_in_range():
-    rng = np.random.default_rng(0)
-    img = rng.random((1200, 1000)).astype(np.float32)
-    out = preprocess(img, 128)
-    assert out.shape == (128, 128) and 0.0 <= out.min() and out.max() <= 1.0
-    content = out[:, 11:117]
-    assert abs(content.mean() - 0.5) < 0.02  # averaging, not aliasing/point sampling
-    assert content.std() < 0.1
-
-
-def test_equalize_flattens_histogram():
-    img = (np.random.default_rng(0).random((64, 64)) ** 4).astype(np.float32)
-    eq = equalize_histogram(img)
-    hist, _ = np.histogram(eq, bins=4, range=(0, 1))
-    assert hist.min() > 0.2 * eq.size and eq.min() >= 0 and eq.max() <= 1
-    out = preprocess(img, 32, equalize=True)
-    assert out.shape == (32, 32) and abs(out.mean() - 0.5) < 0.1

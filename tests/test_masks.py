@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from radjepa_lab.errors import ConfigError
 from radjepa_lab.masks import (
+    BorderBiasedSampler,
     MaskConfig,
     MultiBlockMaskSampler,
     coverage_heatmap,
@@ -69,6 +70,15 @@ def test_last_row_and_column_are_reached() -> None:
     # uniform placement is mirror-symmetric: last row/col as likely as the first
     np.testing.assert_allclose(cov[-1].mean(), cov[0].mean(), rtol=0.15)
     np.testing.assert_allclose(cov[:, -1].mean(), cov[:, 0].mean(), rtol=0.15)
+
+
+def test_border_biased_sampler_never_reaches_the_last_row() -> None:
+    # the reference's off-by-one, kept as a teaching foil for notebook 01
+    cfg = MaskConfig()
+    biased = coverage_heatmap(BorderBiasedSampler((14, 14), cfg), n_batches=5, batch_size=32)
+    fixed = coverage_heatmap(MultiBlockMaskSampler((14, 14), cfg), n_batches=5, batch_size=32)
+    assert biased[-1].max() == 0 and biased[:, -1].max() == 0
+    assert fixed[-1].max() > 0 and fixed[:, -1].max() > 0
 
 
 def test_context_block_can_span_the_whole_grid() -> None:
@@ -152,8 +162,6 @@ def test_unlucky_draws_fall_back_instead_of_killing_training() -> None:
     """A long run once died at step ~2050 when 200 redraws could not give a context its
     min_keep tokens. With few allowed redraws the fallback (targets stacked on one block)
     must trigger often, and every invariant must still hold."""
-    from radjepa_lab.masks import MaskConfig, MultiBlockMaskSampler
-
     cfg = MaskConfig(pred_scale=(0.10, 0.15), min_keep=26, max_tries=2)
     sampler = MultiBlockMaskSampler((8, 8), cfg)
     g = torch.Generator().manual_seed(0)

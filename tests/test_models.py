@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_model
 
 from radjepa_lab.config import ModelConfig
 from radjepa_lab.errors import ConfigError
@@ -16,14 +17,12 @@ from radjepa_lab.models import (
     apply_masks,
     build_encoder,
     build_predictor,
+    evaluating,
     pooled_embedding,
     sincos_pos_embed,
 )
 
-TINY = ModelConfig(
-    img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-    pred_embed_dim=16, pred_depth=1, pred_num_heads=2,
-)
+TINY = tiny_model()  # read-only here; tests that build the encoder take the tiny_encoder fixture
 
 
 def _ijepa_sincos(dim: int, gh: int, gw: int) -> np.ndarray:
@@ -44,8 +43,8 @@ def test_sincos_matches_ijepa_layout_on_non_square_grid() -> None:
     np.testing.assert_allclose(pe[0].numpy(), _ijepa_sincos(16, 3, 5), atol=1e-6)
 
 
-def test_pos_embed_is_a_fixed_buffer_not_a_parameter() -> None:
-    enc = build_encoder(TINY)
+def test_pos_embed_is_a_fixed_buffer_not_a_parameter(tiny_encoder: VisionTransformer) -> None:
+    enc = tiny_encoder
     names = {n for n, _ in enc.named_parameters()}
     assert "pos_embed" not in names
     assert "pos_embed" in dict(enc.named_buffers())
@@ -62,15 +61,15 @@ def test_masked_forward_gathers_after_position_embedding() -> None:
     np.testing.assert_allclose(enc(x, idx).detach(), apply_masks(full, idx).detach(), atol=1e-6)
 
 
-def test_masked_forward_with_every_token_equals_full_forward() -> None:
-    enc = build_encoder(TINY).eval()
+def test_masked_forward_with_every_token_equals_full_forward(tiny_encoder: VisionTransformer) -> None:
+    enc = tiny_encoder
     x = torch.rand(2, 1, 32, 32)
     idx = torch.arange(16).expand(2, -1)
     torch.testing.assert_close(enc(x, idx), enc(x))
 
 
-def test_any_input_size_including_non_square() -> None:
-    enc = build_encoder(TINY).eval()
+def test_any_input_size_including_non_square(tiny_encoder: VisionTransformer) -> None:
+    enc = tiny_encoder
     out = enc(torch.rand(2, 1, 48, 24))
     assert out.shape == (2, 6 * 3, 32)
     assert enc.grid_size(48, 24) == (6, 3)
@@ -89,8 +88,8 @@ def test_interpolation_with_cls_and_registers_keeps_prefix_tokens_out_of_the_gri
     assert prefix.shape == (2, 3, 32) and patches.shape == (2, 35, 32)
 
 
-def test_forward_layers_last_layer_equals_forward() -> None:
-    enc = build_encoder(TINY).eval()
+def test_forward_layers_last_layer_equals_forward(tiny_encoder: VisionTransformer) -> None:
+    enc = tiny_encoder
     x = torch.rand(2, 1, 32, 32)
     first, last = enc.forward_layers(x, [0, -1])
     torch.testing.assert_close(last, enc(x))
@@ -99,8 +98,8 @@ def test_forward_layers_last_layer_equals_forward() -> None:
         enc.forward_layers(x, [5])
 
 
-def test_encoder_normalises_inputs_itself() -> None:
-    enc = build_encoder(TINY).eval()
+def test_encoder_normalises_inputs_itself(tiny_encoder: VisionTransformer) -> None:
+    enc = tiny_encoder
     x = torch.rand(1, 1, 32, 32)
     assert enc.in_mean.item() == TINY.in_mean and enc.in_std.item() == TINY.in_std
     manual = enc.patch_embed((x - TINY.in_mean) / TINY.in_std)
@@ -160,8 +159,8 @@ def test_xavier_patch_embed_init_is_not_drowned_by_positions() -> None:
     assert tn.std().item() < 0.021
 
 
-def test_pooled_embedding_is_token_average() -> None:
-    enc = build_encoder(TINY).eval()
+def test_pooled_embedding_is_token_average(tiny_encoder: VisionTransformer) -> None:
+    enc = tiny_encoder
     x = torch.rand(2, 1, 32, 32)
     torch.testing.assert_close(pooled_embedding(enc, x), enc(x).mean(1))
 
@@ -170,3 +169,14 @@ def test_predictor_class_shapes_validated_by_config() -> None:
     with pytest.raises(ConfigError):
         ModelConfig(embed_dim=30, num_heads=3)
     assert isinstance(build_predictor(TINY), Predictor)
+
+
+def test_evaluating_restores_each_modules_own_mode() -> None:
+    enc, pred = build_encoder(TINY).train(), build_predictor(TINY).eval()
+    with evaluating(enc, pred):
+        assert not enc.training and not pred.training
+        assert not any(m.training for m in enc.modules())
+    assert enc.training and all(m.training for m in enc.modules()) and not pred.training
+    with pytest.raises(RuntimeError), evaluating(enc):
+        raise RuntimeError("analysis failed")
+    assert enc.training  # restored on the way out of an error too

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from radjepa_lab.data.findings import REPORT_PREFIX, parse_report
 from radjepa_lab.data.phantom import (
     FINDINGS,
-    REPORT_PREFIX,
     STRUCTURES,
     PhantomConfig,
     PhantomDataset,
@@ -19,7 +19,8 @@ from radjepa_lab.data.phantom import (
     generate_batch,
     generate_phantom,
     measure_ctr,
-    parse_report,
+    phantom_columns,
+    phantom_images,
     read_mask_png,
     write_phantoms,
 )
@@ -123,7 +124,24 @@ def test_report_round_trip_and_synthetic_marking(batch):
     for rep, lab in zip(batch.reports, batch.labels, strict=True):
         assert rep.startswith(REPORT_PREFIX)
         assert parse_report(rep) == {f: int(v) for f, v in zip(FINDINGS, lab, strict=True)}
-    assert parse_report("No pleural effusion. No pneumothorax.") == dict.fromkeys(FINDINGS, 0)
+
+
+def test_phantom_columns_colour_by_findings_and_nuisance(batch):
+    cols = phantom_columns(batch)
+    assert all(len(v) == len(batch.images) for v in cols.values())
+    assert set(FINDINGS) <= set(cols) and "exposure gain" in cols
+    for j, f in enumerate(FINDINGS):
+        np.testing.assert_array_equal(cols[f], batch.labels[:, j])
+    np.testing.assert_array_equal(cols["number of findings"], batch.labels.sum(1))
+    np.testing.assert_allclose(cols["cardiothoracic ratio"], [m["ctr"] for m in batch.meta])
+
+
+def test_phantom_images_equal_the_dataset_items():
+    imgs = phantom_images(5, seed=2, size=32)
+    ds = PhantomDataset(5, seed=2, cfg=PhantomConfig(size=32))
+    assert imgs.shape == (5, 32, 32) and imgs.dtype == np.float32
+    assert all(np.array_equal(imgs[i], ds[i]["img"][0].numpy()) for i in range(5))
+    assert phantom_images(0, seed=2, size=32).shape == (0, 32, 32)
 
 
 def test_counterfactual_findings_change_only_their_region():

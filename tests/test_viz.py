@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
-os.environ.setdefault("MPLBACKEND", "Agg")
-
-from matplotlib.figure import Figure  # noqa: E402
-
-from radjepa_lab import viz  # noqa: E402
-from radjepa_lab.analysis.attention import AttentionResult  # noqa: E402
-from radjepa_lab.analysis.baselines import FeatureSet, compare_encoders  # noqa: E402
-from radjepa_lab.analysis.embed import Projection  # noqa: E402
-from radjepa_lab.analysis.latents import LatentResult, NNCrops  # noqa: E402
-from radjepa_lab.analysis.metrics import pr_curves  # noqa: E402
-from radjepa_lab.analysis.retrieval import RetrievalResult  # noqa: E402
+from radjepa_lab import viz
+from radjepa_lab.analysis.attention import AttentionResult
+from radjepa_lab.analysis.baselines import FeatureSet, compare_encoders
+from radjepa_lab.analysis.embed import Projection
+from radjepa_lab.analysis.latents import LatentResult, NNCrops
+from radjepa_lab.analysis.metrics import pr_curves
+from radjepa_lab.analysis.retrieval import RetrievalResult
+from radjepa_lab.data.dicom import DicomStep
+from radjepa_lab.data.phantom import PhantomConfig, generate_phantom
 
 RNG = np.random.default_rng(0)
 IMG = RNG.random((32, 32)).astype(np.float32)
@@ -67,6 +64,25 @@ def test_xray_figures() -> None:
     _check(viz.plot_attributions(IMG, {"IG": RNG.normal(size=(32, 32)), "CAM": RNG.random((4, 4))},
                                  synthetic=True))
     assert "SYNTHETIC" not in _titles(viz.plot_images(IMG[None], synthetic=False))
+
+
+def test_data_figures() -> None:
+    p = generate_phantom(0, PhantomConfig(size=32))
+    f = viz.plot_phantom(p)
+    _check(f)
+    assert p.report[:20] in " ".join(t.get_text().replace("\n", " ") for ax in f.axes
+                                     for t in ax.texts)
+    steps = [DicomStep(f"{i}. stage", RNG.random((16, 12)), f"note {i}") for i in (1, 2, 3, 4)]
+    f = viz.plot_dicom_steps(steps)
+    _check(f, synthetic=False, side_marker=False)
+    shown = [ax for ax in f.axes if ax.images]
+    assert [ax.get_title().split("\n")[0] for ax in shown] == [s.title for s in steps]
+    assert any(t.get_text() == "R" for t in shown[-1].texts)  # the kit output is a whole X-ray
+    imgs = {"a": RNG.random((8, 8)), "b": 2 * RNG.random((4, 4))}
+    f = viz.plot_intensity_histograms(imgs)
+    assert len(f.axes) == 2
+    for ax in f.axes:  # fractions of pixels
+        assert sum(p.get_height() for p in ax.patches) == pytest.approx(1.0)
 
 
 def test_attention_heads_share_one_scale_per_row_and_grids_have_whole_ticks() -> None:
@@ -161,18 +177,15 @@ def test_widget_callbacks_show_errors(capsys) -> None:
     assert "Error" not in capsys.readouterr().out
 
 
-def test_model_widgets_build_and_redraw(capsys) -> None:
+def test_model_widgets_build_and_redraw(capsys, tiny_model, tiny_encoder) -> None:
     pytest.importorskip("ipywidgets")
-    from radjepa_lab.config import ModelConfig
-    from radjepa_lab.models import build_encoder, build_predictor
+    from radjepa_lab.models import build_predictor
     from radjepa_lab.viz.widgets import attention_widget, latent_widget, mask_widget
 
-    cfg = ModelConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                      pred_embed_dim=16, pred_depth=1, pred_num_heads=2)
-    enc = build_encoder(cfg)
+    enc = tiny_encoder
     box = attention_widget(enc, IMG)
     box.children[0].children[0].value = 0  # move the patch picker
-    latent_widget(enc, build_predictor(cfg), enc, IMG).children[0].children[1].value = 3
+    latent_widget(enc, build_predictor(tiny_model), enc, IMG).children[0].children[1].value = 3
     mask_widget(np.zeros((64, 64), np.float32)).children[1].children[2].value = 5
     printed = capsys.readouterr()
     assert "Traceback" not in printed.out + printed.err

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radjepa_lab.analysis.embed import as_image_batch
+from radjepa_lab.data.transforms import as_image_batch
 from radjepa_lab.errors import RadJEPALabError
+from radjepa_lab.models import evaluating
 
 __all__ = [
     "AttentionResult",
@@ -122,13 +123,8 @@ class AttentionResult:
 def attention_maps(encoder: nn.Module, image: np.ndarray | torch.Tensor) -> AttentionResult:
     """Run ``encoder`` on one image in [0, 1] and return all attention weights."""
     x = as_image_batch(image, "attention_maps").to(next(encoder.parameters()).device)
-    was = encoder.training
-    encoder.eval()
-    try:
-        with capture_attention(encoder) as store:
-            encoder(x)
-    finally:
-        encoder.train(was)
+    with evaluating(encoder), capture_attention(encoder) as store:
+        encoder(x)
     p = int(getattr(encoder, "num_prefix_tokens", 0))
     full = torch.stack([m[0] for m in store.maps]).float().cpu()  # [L,H,T,T]
     patch = full[:, :, p:, p:]

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radjepa_lab.analysis.embed import as_image_batch
 from radjepa_lab.analysis.probes import LinearProbe
+from radjepa_lab.data.transforms import as_image_batch
 from radjepa_lab.errors import RadJEPALabError
 
 __all__ = [

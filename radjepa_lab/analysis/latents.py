@@ -21,8 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from radjepa_lab.analysis.embed import as_image_batch
+from radjepa_lab.data.transforms import as_image_batch
 from radjepa_lab.errors import RadJEPALabError
+from radjepa_lab.models import evaluating, predict_targets
+from radjepa_lab.models import normalize_targets as layer_norm_targets
 
 __all__ = [
     "LatentResult",
@@ -34,11 +36,6 @@ __all__ = [
     "pca_rgb",
     "predict_latents",
 ]
-
-
-def _target_tokens(target_encoder: nn.Module, x: torch.Tensor, normalize: bool) -> torch.Tensor:
-    h = target_encoder(x)
-    return F.layer_norm(h, (h.shape[-1],)) if normalize else h
 
 
 @dataclass
@@ -129,17 +126,10 @@ def predict_latents(
     n = grid[0] * grid[1]
     if int(ctx.max()) >= n or int(tgt.max()) >= n or int(ctx.min()) < 0 or int(tgt.min()) < 0:
         raise RadJEPALabError(f"predict_latents: mask indices must lie in 0..{n - 1} ({grid} grid)")
-    modules = (context_encoder, predictor, target_encoder)
-    states = [m.training for m in modules]
-    for m in modules:
-        m.eval()
-    try:
-        h = _target_tokens(target_encoder, x, normalize_targets)[0]  # [N, D]
-        z = context_encoder(x, masks=ctx)  # [1, Nc, D]
-        pred = predictor(z, ctx, tgt)[:, 0]  # [M, K, D]
-    finally:
-        for m, s in zip(modules, states, strict=True):
-            m.train(s)
+    with evaluating(context_encoder, predictor, target_encoder):
+        h = target_encoder(x)
+        h = (layer_norm_targets(h) if normalize_targets else h)[0]  # [N, D]
+        pred = predict_targets(context_encoder, predictor, x, ctx, tgt)[:, 0]  # [M, K, D]
     tgt2 = tgt[:, 0]  # [M, K]
     target = h[tgt2]  # [M, K, D]
     cos = F.cosine_similarity(pred, target, dim=-1)
@@ -215,16 +205,13 @@ def build_patch_bank(
     if imgs.ndim != 3:
         raise RadJEPALabError(f"build_patch_bank: images must be [B, H, W], got {imgs.shape}")
     dev = next(target_encoder.parameters()).device
-    was = target_encoder.training
-    target_encoder.eval()
     out = []
-    try:
+    with evaluating(target_encoder):
         for a in range(0, len(imgs), batch_size):
             x = torch.from_numpy(imgs[a : a + batch_size, None]).to(dev)
-            h = _target_tokens(target_encoder, x, normalize_targets)
+            h = target_encoder(x)
+            h = layer_norm_targets(h) if normalize_targets else h
             out.append(F.normalize(h, dim=-1).reshape(-1, h.shape[-1]).cpu().numpy())
-    finally:
-        target_encoder.train(was)
     grid = tuple(target_encoder.grid_size(*imgs.shape[1:]))
     return PatchBank(np.concatenate(out), imgs, grid, int(target_encoder.patch_size))
 

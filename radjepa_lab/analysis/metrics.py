@@ -9,9 +9,9 @@ us drop the rare resample in which a class has only one label value (AUPRC is un
 instead of poisoning the interval with NaN. ``tests/test_analysis_metrics.py`` checks that for
 a plain mean our interval agrees with ``scipy.stats.bootstrap(method="percentile")``.
 
-Only numpy is imported at module level, because the training loop imports :func:`rankme` and
-:func:`feature_std` as its collapse monitors on a bare GPU box; scikit-learn is imported inside
-the functions that need it.
+The label-free quality numbers (:func:`rankme`, :func:`rankme_split`, :func:`feature_std`) are
+the training monitors' own (:mod:`radjepa_lab.monitors`), re-exported here so an analysis and
+``metrics.jsonl`` always agree. scikit-learn is imported inside the functions that need it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from radjepa_lab.errors import RadJEPALabError
+from radjepa_lab.monitors import feature_std, rankme, rankme_split  # label-free quality
 
 __all__ = [
     "CI",
@@ -51,58 +52,6 @@ def as_numpy(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().float().cpu().numpy()
     return np.asarray(x)
-
-
-# --------------------------------------------------------------------------------------------
-# label-free quality
-
-
-def _feature_matrix(features: Any, name: str) -> Any:
-    """``features`` as a float64 torch ``[N>=2, D]`` matrix, or a clear error naming ``name``."""
-    import torch
-
-    z = as_numpy(features).astype(np.float64)
-    if z.ndim != 2 or z.shape[0] < 2:
-        raise RadJEPALabError(f"{name}: features must be [N>=2, D], got shape {z.shape}")
-    return torch.from_numpy(z)
-
-
-def rankme(features: Any, eps: float = 1e-7, center: bool = True) -> float:
-    """RankMe (Garrido et al. 2023): exp(entropy) of the normalised singular values.
-
-    It is a smooth "effective rank" of an embedding set ``[N, D]`` (numpy or torch), from 1
-    (collapsed) to min(N, D); a collapsing encoder shows it falling. ``center=True`` subtracts
-    the mean first, so a shared offset (e.g. from position embeddings) is not counted as a
-    dimension; this is the variant quoted in the kit's notes and logged by ``train.py``.
-    """
-    from radjepa_lab.train import rankme as _rankme  # one implementation for monitors and analysis
-
-    return _rankme(_feature_matrix(features, "rankme"), center=center, eps=eps)
-
-
-def rankme_split(features: Any, k: int = 5, center: bool = True) -> dict[str, float]:
-    """RankMe, the share of the ``k`` leading singular values, and the RankMe of the rest.
-
-    It tells a RankMe dip caused by a few learned directions growing (``top_share`` up,
-    ``rankme_tail`` steady) from collapse (``rankme_tail`` falling). Same arithmetic as the
-    training monitors (``rankme_tail5`` / ``top5_share`` in ``metrics.jsonl``).
-    """
-    from radjepa_lab.train import rankme_split as _split
-
-    return _split(_feature_matrix(features, "rankme_split"), k=k, center=center)
-
-
-def feature_std(features: Any) -> float:
-    """Mean per-dimension std of L2-normalised features.
-
-    For features spread over the sphere it is about ``1/sqrt(D)``; it drops towards 0 when all
-    images map to one point (the collapse SimSiam's authors monitor).
-    """
-    import torch
-
-    from radjepa_lab.train import feature_std as _feature_std
-
-    return _feature_std(torch.from_numpy(as_numpy(features).astype(np.float64)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,22 +3,19 @@
 RadJEPA's third task writes reports with a 7B language model. The kit mirrors it without one:
 the "generated" report for a test image is the report of its nearest training image in
 embedding space. If the embedding groups images by finding, the retrieved report names the
-right findings, which the finding-level F1 (via ``data.phantom.parse_report``) measures
+right findings, which the finding-level F1 (via ``data.findings.parse_report``) measures
 directly; ROUGE-L and BLEU-4 are the usual text-overlap scores.
 
-ROUGE-L and BLEU-4 are implemented here in ~60 lines instead of depending on ``rouge-score``
-(which pulls nltk and absl) and ``sacrebleu``. Tokenisation follows rouge-score's default
-(lower-case, alphanumeric runs); BLEU uses the same tokens, so punctuation does not count (a
-difference from sacrebleu's 13a tokenizer). Hand-computed values are in the tests.
+ROUGE-L comes from Google's ``rouge-score`` and BLEU-4 from ``sacrebleu`` (13a tokenizer,
+exponential smoothing), so the numbers compare with published report-generation results.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -32,57 +29,31 @@ __all__ = [
     "finding_f1",
     "nearest_neighbours",
     "rouge_l",
-    "tokenize",
 ]
 
-_TOKEN = re.compile(r"[a-z0-9]+")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case alphanumeric tokens (rouge-score's default tokenizer, without stemming)."""
-    return _TOKEN.findall(text.lower())
-
-
-def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
-
-
 def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1: harmonic mean of LCS precision (over candidate) and recall (over reference)."""
-    c, r = tokenize(candidate), tokenize(reference)
-    if not c or not r:
-        return 0.0
-    lcs = _lcs(c, r)
-    if lcs == 0:
-        return 0.0
-    p, rec = lcs / len(c), lcs / len(r)
-    return 2 * p * rec / (p + rec)
+    """ROUGE-L F1 of one candidate against its reference (Google's ``rouge-score``, no
+    stemming), the number report-generation papers quote."""
+    return float(_rouge().score(reference, candidate)["rougeL"].fmeasure)
 
 
-def _ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+@lru_cache(maxsize=1)
+def _rouge() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
 
 
 def bleu(
     candidates: Sequence[str] | str,
     references: Sequence[str] | str,
-    max_n: int = 4,
     smooth: str = "exp",
 ) -> float:
-    """Corpus BLEU-``max_n`` in [0, 1] (one reference per candidate; pass strings for one pair).
+    """Corpus BLEU-4 in [0, 1] with ``sacrebleu`` (13a tokenizer, one reference per candidate;
+    pass strings for one pair). ``smooth="exp"`` is sacrebleu's default smoothing; ``"none"``
+    is the textbook formula, which is 0 as soon as one n-gram order has no match."""
+    import sacrebleu
 
-    Clipped n-gram counts are summed over the corpus, combined by a geometric mean and scaled by
-    the brevity penalty ``exp(1 - r/c)`` when the candidates are shorter than the references.
-    ``smooth="exp"`` (sacrebleu's default) replaces the k-th zero precision by ``1/(2^k * total)``
-    so one missing 4-gram in a short report does not zero the score; ``"none"`` is the textbook
-    formula.
-    """
     if isinstance(candidates, str):
         candidates, references = [candidates], [references]  # type: ignore[list-item]
     if len(candidates) != len(references):
@@ -91,33 +62,8 @@ def bleu(
         )
     if smooth not in ("exp", "none"):
         raise RadJEPALabError(f"bleu: smooth must be 'exp' or 'none', got {smooth!r}")
-    match = [0] * max_n
-    total = [0] * max_n
-    c_len = r_len = 0
-    for cand, ref in zip(candidates, references, strict=True):
-        c, r = tokenize(cand), tokenize(ref)
-        c_len += len(c)
-        r_len += len(r)
-        for n in range(1, max_n + 1):
-            cn, rn = _ngrams(c, n), _ngrams(r, n)
-            match[n - 1] += sum(min(v, rn[g]) for g, v in cn.items())
-            total[n - 1] += max(len(c) - n + 1, 0)
-    if c_len == 0:
-        return 0.0
-    logs = []
-    k = 1
-    for m, t in zip(match, total, strict=True):
-        if t == 0:
-            return 0.0
-        if m == 0:
-            if smooth == "none":
-                return 0.0
-            k *= 2
-            logs.append(math.log(1.0 / (k * t)))
-        else:
-            logs.append(math.log(m / t))
-    bp = 1.0 if c_len > r_len else math.exp(1 - r_len / c_len)
-    return bp * math.exp(sum(logs) / max_n)
+    res = sacrebleu.corpus_bleu(list(candidates), [list(references)], smooth_method=smooth)
+    return float(res.score) / 100.0
 
 
 def finding_f1(
@@ -193,10 +139,10 @@ def evaluate_retrieval(
 ) -> RetrievalResult:
     """Retrieve the nearest training report for each query and score it.
 
-    Finding-level F1 parses both reports with ``radjepa_lab.data.phantom.parse_report``; pass
-    ``findings=None`` to use the phantom's ``FINDINGS``.
+    Finding-level F1 parses both reports with ``radjepa_lab.data.findings.parse_report``; pass
+    ``findings=None`` to use the kit's ``FINDINGS``.
     """
-    from radjepa_lab.data.phantom import FINDINGS, parse_report
+    from radjepa_lab.data.findings import FINDINGS, parse_report
 
     if len(query_features) != len(query_reports) or len(bank_features) != len(bank_reports):
         raise RadJEPALabError(

@@ -7,17 +7,15 @@ imported inside the functions that use them.
 
 from radjepa_lab.data.datasets import CSVDataset, FolderDataset, XRVAdapter
 from radjepa_lab.data.dicom import DicomMeta, read_dicom
+from radjepa_lab.data.findings import FINDINGS, STRUCTURES, parse_report
 from radjepa_lab.data.images import load_image, read_image
 from radjepa_lab.data.phantom import (
-    FINDINGS,
-    STRUCTURES,
     Phantom,
     PhantomBatch,
     PhantomConfig,
     PhantomDataset,
     generate_batch,
     generate_phantom,
-    parse_report,
     write_phantoms,
 )
 from radjepa_lab.data.transforms import preprocess

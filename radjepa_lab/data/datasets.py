@@ -21,6 +21,7 @@ Bad files, two policies (``on_error``):
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import warnings
 from collections import Counter
@@ -37,6 +38,15 @@ from radjepa_lab.data.transforms import check_unit_range, preprocess, to_tensor
 from radjepa_lab.errors import DataError, ManifestError
 
 OnError = Literal["raise", "skip"]
+
+
+def close_loader(it: Any) -> None:
+    """Stop a DataLoader iterator's worker processes now. After an error, the traceback keeps
+    the iterator alive (a notebook keeps the last one indefinitely), and with it every worker
+    process and its memory."""
+    shutdown = getattr(it, "_shutdown_workers", None)  # multi-process iterators only
+    if shutdown is not None:
+        shutdown()
 
 
 def _check_on_error(on_error: str) -> None:
@@ -314,3 +324,110 @@ class XRVAdapter(Dataset):
 
     def skip_report(self) -> dict[str, Any]:
         return {"n_items": len(self), "n_skipped": len(self.skipped)}
+
+
+class XRVStandIn:
+    """A stand-in with torchxrayvision's dataset interface, for the demo when xrv is absent.
+
+    torchxrayvision datasets yield ``{"img": float [1, H, W] in [-1024, 1024], "lab": ...}``
+    and expose ``.pathologies`` and ``.labels``; this wraps [0, 1] images the same way.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, pathologies: list[str]) -> None:
+        self.images = np.asarray(images, np.float32)
+        self.labels = np.asarray(labels, np.float32)
+        self.pathologies = list(pathologies)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        img = self.images[idx][None] * 2048.0 - 1024.0  # xrv.datasets.normalize's range
+        return {"img": img, "lab": self.labels[idx], "idx": idx}
+
+
+class ArrayDataset(torch.utils.data.Dataset):
+    """Wrap in-memory images ``[N, H, W]`` in [0, 1] (and labels) as kit-style dict items.
+
+    Handy for phantoms from ``generate_batch`` and for tests; ``fingerprint()`` hashes the
+    bytes, so the embedding cache knows when the data changed.
+    """
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray | None = None,
+        pathologies: Sequence[str] | None = None,
+    ) -> None:
+        self.images = np.asarray(images, dtype=np.float32)
+        if self.images.ndim != 3:
+            raise DataError(f"ArrayDataset: images must be [N, H, W], got {self.images.shape}")
+        n = len(self.images)
+        self.labels = (
+            np.zeros((n, 0), np.float32) if labels is None else np.asarray(labels, np.float32)
+        )
+        self.pathologies = list(pathologies or [f"label_{i}" for i in range(self.labels.shape[1])])
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {
+            "img": torch.from_numpy(self.images[i][None]),
+            "lab": torch.from_numpy(self.labels[i]),
+            "idx": i,
+        }
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(self.images.tobytes())
+        h.update(self.labels.tobytes())
+        return h.hexdigest()
+
+
+def phantom_count(spec: str) -> int | None:
+    """N of a ``phantoms:N`` / ``phantoms[:N]`` data spec (None for plain ``phantoms``).
+
+    N is always the total number of phantoms the command uses (``probe`` splits them 75/25
+    into probe-train and test). DataError when N is not a positive integer.
+    """
+    rest = str(spec)[len("phantoms"):].strip("[]:")
+    if not rest:
+        return None
+    try:
+        n = int(rest)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise DataError(f"--data {spec!r}: use 'phantoms' or 'phantoms:N' (N a positive integer)")
+    return n
+
+
+def resolve_dataset(spec: str, size: int, seed: int = 0, n: int = 512,
+                    phantom_size: int | None = None, where: str = "--data") -> Dataset:
+    """The one resolver of a data spec: ``phantoms[:N]``, a folder of images, or a CSV manifest.
+
+    ``phantoms`` makes ``n`` SYNTHETIC phantoms (``phantoms:N`` makes N) lazily from ``seed``,
+    drawn at ``phantom_size`` (default ``size``). A folder is read recursively; a ``.csv`` file
+    is a manifest with a ``path`` column and label columns.
+    """
+    s = str(spec)
+    if s.startswith("phantoms"):
+        from radjepa_lab.data.phantom import PhantomConfig, PhantomDataset
+
+        count = phantom_count(s) or n
+        if count < 1:
+            raise DataError(f"{where}={spec!r}: need at least one phantom (n={count}).")
+        return PhantomDataset(count, seed=seed, cfg=PhantomConfig(size=phantom_size or size))
+    path = Path(s)
+    if not path.exists():
+        raise DataError(f"{where}={spec!r}: no such file or folder; use 'phantoms[:N]', a "
+                        "folder of images, or a CSV manifest")
+    if path.is_dir():
+        return FolderDataset(path, size=size)
+    try:
+        return CSVDataset(path, size=size)
+    except TypeError as e:
+        raise DataError(
+            f"{where}={spec!r}: a CSV manifest needs its path and label columns; build a "
+            f"radjepa_lab.data.datasets.CSVDataset in Python ({e})"
+        ) from e

@@ -287,3 +287,124 @@ def is_dicom(path: str | Path) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+# ----------------------------------------------------------------------------- teaching
+
+
+@dataclass
+class DicomStep:
+    """One stage of DICOM display processing, for the step-by-step figure."""
+
+    title: str
+    image: np.ndarray
+    note: str
+
+
+def dicom_steps(path: str | Path, every: int = 4) -> list[DicomStep]:
+    """The stages :func:`radjepa_lab.data.dicom.read_dicom` runs, kept apart for teaching.
+
+    Stored values -> Modality LUT -> VOI LUT -> MONOCHROME1 inversion (pydicom's own
+    ``apply_modality_lut`` / ``apply_voi_lut``). Images are subsampled by ``every`` for display
+    only; the last stage is ``read_dicom``'s own output, so the figure shows the kit's result.
+    """
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(path)
+    raw = ds.pixel_array
+    bits = int(ds.get("BitsStored", 16))
+    steps = [DicomStep("1. stored values", raw[::every, ::every].astype(np.float64),
+                       f"{raw.dtype}, {bits} bits stored, range {raw.min()}..{raw.max()}")]
+    mod = np.asarray(apply_modality_lut(raw, ds), np.float64)
+    has_rescale = "RescaleSlope" in ds or "ModalityLUTSequence" in ds
+    steps.append(DicomStep(
+        "2. Modality LUT", mod[::every, ::every],
+        (f"slope {ds.get('RescaleSlope', 1)}, intercept {ds.get('RescaleIntercept', 0)}"
+         if has_rescale else "no Rescale/LUT in the header: identity")))
+    voi = np.asarray(apply_voi_lut(mod, ds, index=0), np.float64)
+    if "VOILUTSequence" in ds:
+        how = "VOI LUT Sequence"
+    elif "WindowCenter" in ds:
+        how = f"window centre {ds.WindowCenter}, width {ds.WindowWidth}"
+    else:
+        how = "no VOI in the header: kit stretches min..max"
+    steps.append(DicomStep("3. VOI LUT", voi[::every, ::every], how))
+    img, meta = read_dicom(path)
+    pi = meta.photometric_interpretation
+    steps.append(DicomStep(
+        "4. kit output (read_dicom)", img[::every, ::every],
+        f"{pi}: {'inverted so air is dark' if meta.inverted else 'not inverted'}; [0, 1]"))
+    return steps
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def dicom_dataset(rows: int, cols: int, transfer_syntax: str | None = None, *,
+                  bits: int = 16, bits_stored: int | None = None, signed: bool = False,
+                  spp: int = 1, photometric: str = "MONOCHROME2") -> Any:
+    """A minimal DX ``pydicom.Dataset`` with file meta and the pixel-format tags set; the
+    caller sets ``PixelData`` (and any other tag). The kit's one DICOM builder, used by
+    :func:`write_dicom`, the bad-input corpus and the DICOM benchmark."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.PatientID = "SYNTHETIC"
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel = spp
+    ds.PhotometricInterpretation = photometric
+    if spp > 1:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits_stored or bits
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = int(signed)
+    return ds
+
+
+def write_dicom(path: str | Path, stored: np.ndarray, *, bits_allocated: int = 16,
+                bits_stored: int | None = None, signed: bool = False,
+                photometric: str = "MONOCHROME2", slope: float | None = None,
+                intercept: float | None = None, window: tuple[float, float] | None = None,
+                voi_lut: tuple[list[int], list[int]] | None = None,
+                raw_bytes: bytes | None = None, with_pixels: bool = True, **tags: Any) -> Path:
+    """Write an uncompressed single-frame DICOM whose stored values are ``stored`` [rows, cols].
+
+    For tests, benchmarks and exporting phantoms. ``raw_bytes`` overrides the pixel bytes
+    (e.g. to put garbage above BitsStored); ``voi_lut`` is (LUTDescriptor, LUTData); other
+    keyword arguments are set as tags (``PatientName="SYNTHETIC"``).
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = dicom_dataset(*stored.shape, bits=bits_allocated, bits_stored=bits_stored,
+                       signed=signed, photometric=photometric)
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept or 0.0
+    if window is not None:
+        ds.WindowCenter, ds.WindowWidth = window
+    if voi_lut is not None:
+        item = Dataset()
+        item.LUTDescriptor = voi_lut[0]
+        item.add_new(0x00283006, "US", list(voi_lut[1]))  # LUTData
+        ds.VOILUTSequence = Sequence([item])
+    for k, v in tags.items():
+        setattr(ds, k, v)
+    if with_pixels:
+        if raw_bytes is None:
+            kind = ("<i" if signed else "<u") + "2" if bits_allocated == 16 else (
+                "i1" if signed else "u1")
+            raw_bytes = np.ascontiguousarray(stored.astype(kind)).tobytes()
+        ds.PixelData = raw_bytes
+    path = Path(path)
+    ds.save_as(path, enforce_file_format=True)
+    return path

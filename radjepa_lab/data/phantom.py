@@ -13,8 +13,8 @@ read the generator top to bottom:
 3. **Exposure**: attenuation -> quantum noise (larger where the detector sees fewer photons)
    -> gain / gamma / offset -> clip to [0, 1].
 
-Why so much nuisance: a prototype whose findings were plain intensity cues let a 16x16
-pixel thumbnail beat learned features (``shared/research/learning-signal.md``). Here the
+Why so much nuisance: when findings are plain intensity cues, a 16x16 pixel thumbnail beats
+learned features, and the comparison teaches nothing. Here the
 findings are sized in millimetres (they scale with the image size) and several need
 *context*: cardiomegaly is a ratio (heart width over thorax width, measured on the masks that
 are returned), an effusion is a meniscus that blunts one costophrenic angle, a pneumothorax is
@@ -29,7 +29,6 @@ inside :func:`write_phantoms`.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -39,18 +38,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from radjepa_lab.data.findings import FINDINGS, STRUCTURES, make_report
 from radjepa_lab.errors import ConfigError
 
-FINDINGS: tuple[str, ...] = (
-    "cardiomegaly",
-    "effusion",
-    "nodule",
-    "consolidation",
-    "pneumothorax",
-    "support_device",
-)
-STRUCTURES: tuple[str, ...] = ("right_lung", "left_lung", "heart", "ribs")
-REPORT_PREFIX = "SYNTHETIC PHANTOM."
 GENERATOR_VERSION = "radjepa_lab phantom v1"
 
 
@@ -717,87 +707,6 @@ def measure_ctr(masks: dict[str, np.ndarray]) -> float:
 
 
 # --------------------------------------------------------------------------------------
-# reports
-
-_NEGATIVE = {
-    "cardiomegaly": "Heart size is normal",
-    "effusion": "No pleural effusion.",
-    "nodule": "No nodule or mass.",
-    "consolidation": "No consolidation.",
-    "pneumothorax": "No pneumothorax.",
-    "support_device": "No support devices.",
-}
-_DEVICE_NAMES = {"ett": "endotracheal tube", "cvc": "central venous catheter",
-                 "pacemaker": "pacemaker"}
-
-
-def make_report(labels: dict[str, int], meta: dict[str, Any]) -> str:
-    """Templated radiology report; :func:`parse_report` is its exact inverse on labels."""
-    s = [REPORT_PREFIX, "PA chest radiograph."]
-    ctr = meta.get("ctr", float("nan"))
-    if labels["cardiomegaly"]:
-        s.append(f"Cardiomegaly, cardiothoracic ratio {ctr:.2f}.")
-    else:
-        s.append(f"{_NEGATIVE['cardiomegaly']}, cardiothoracic ratio {ctr:.2f}.")
-    if labels["effusion"]:
-        h = meta.get("effusion_height_mm", 0.0)
-        size = "Small" if h < 55 else ("Moderate" if h < 85 else "Large")
-        s.append(f"{size} {meta.get('effusion_side', 'right')} pleural effusion "
-                 "blunting the costophrenic angle.")
-    else:
-        s.append(_NEGATIVE["effusion"])
-    if labels["nodule"]:
-        s.append(f"A {meta.get('nodule_diameter_mm', 0):.0f} mm rounded nodule/mass "
-                 f"in the {meta.get('nodule_side', 'right')} lung.")
-    else:
-        s.append(_NEGATIVE["nodule"])
-    if labels["consolidation"]:
-        s.append(f"Patchy consolidation with air bronchograms in the "
-                 f"{meta.get('consolidation_side', 'right')} {meta.get('consolidation_zone', 'mid')}"
-                 " zone.")
-    else:
-        s.append(_NEGATIVE["consolidation"])
-    if labels["pneumothorax"]:
-        s.append(f"{meta.get('pneumothorax_side', 'right').capitalize()} apicolateral pneumothorax "
-                 "with a visible pleural line and absent lung markings.")
-    else:
-        s.append(_NEGATIVE["pneumothorax"])
-    if labels["support_device"]:
-        names = [_DEVICE_NAMES[k] for k in meta.get("devices", [])] or ["support device"]
-        s.append("Support devices: " + ", ".join(names) + ".")
-    else:
-        s.append(_NEGATIVE["support_device"])
-    return " ".join(s)
-
-
-_POSITIVE = {
-    "cardiomegaly": re.compile(r"\bcardiomegaly\b", re.I),
-    "effusion": re.compile(r"(?<!no )\bpleural effusion\b", re.I),
-    "nodule": re.compile(r"\bnodule/mass\b", re.I),
-    "consolidation": re.compile(r"(?<!no )\bconsolidation with\b", re.I),
-    "pneumothorax": re.compile(r"\bpneumothorax with\b", re.I),
-    "support_device": re.compile(r"\bsupport devices:", re.I),
-}
-
-
-def parse_report(report: str) -> dict[str, int]:
-    """Labels from a report written by :func:`make_report` (findings not mentioned -> 0).
-
-    Used to score generated/retrieved reports (finding F1): a sentence counts as positive
-    only in its positive template form, so negations never read as findings.
-    """
-    sentences = [t.strip() for t in re.split(r"(?<=\.)\s+", report) if t.strip()]
-    out = dict.fromkeys(FINDINGS, 0)
-    for sent in sentences:
-        if sent.lower().startswith("no ") or sent.startswith(_NEGATIVE["cardiomegaly"]):
-            continue
-        for f, pat in _POSITIVE.items():
-            if pat.search(sent):
-                out[f] = 1
-    return out
-
-
-# --------------------------------------------------------------------------------------
 # batches, datasets, files
 
 
@@ -910,3 +819,41 @@ def read_mask_png(path: str | Path) -> dict[str, np.ndarray]:
 
     m = np.asarray(Image.open(path))
     return {s: (m & (1 << k)) > 0 for k, s in enumerate(STRUCTURES)}
+
+
+def phantom_columns(batch: Any) -> dict[str, np.ndarray]:
+    """Colour-by columns for embedding maps: each finding, then phantom metadata.
+
+    ``batch`` is a ``data.phantom.PhantomBatch``. Metadata columns (pose, inspiration,
+    exposure, the random side marker) are nuisance: a good embedding should NOT be organised
+    by them.
+    """
+    meta = batch.meta
+    cols: dict[str, np.ndarray] = {f: batch.labels[:, j].astype(int) for j, f in enumerate(FINDINGS)}
+    cols["number of findings"] = batch.labels.sum(1).astype(int)
+    nan = float("nan")
+    cols["cardiothoracic ratio"] = np.array([m.get("ctr", nan) for m in meta], float)
+    cols["effusion side"] = np.array([m.get("effusion_side", "none") for m in meta])
+    cols["rotation (deg)"] = np.array([m.get("rotation_deg", nan) for m in meta], float)
+    cols["inspiration"] = np.array([m.get("inspiration", nan) for m in meta], float)
+    cols["exposure gain"] = np.array([m.get("exposure", {}).get("gain", nan) for m in meta],
+                                     float)
+    cols["side marker letter"] = np.array([m.get("marker", "none") for m in meta])
+    return cols
+
+
+def _stack_images(items: list[dict[str, Any]]) -> np.ndarray:
+    return np.stack([it["img"][0].numpy() for it in items])
+
+
+def phantom_images(n: int, seed: int, size: int, num_workers: int = 0) -> np.ndarray:
+    """``[n, size, size]`` float32 phantoms, identical to ``PhantomDataset(n, seed, ...)``.
+
+    Generated once (in ``num_workers`` processes when > 0) so that a notebook that trains in
+    two sessions (``max_steps`` then ``resume=True``) does not render the dataset twice.
+    """
+    from torch.utils.data import DataLoader
+
+    ds = PhantomDataset(n, seed=seed, cfg=PhantomConfig(size=size))
+    loader = DataLoader(ds, batch_size=64, num_workers=num_workers, collate_fn=_stack_images)
+    return np.concatenate(list(loader)) if n else np.zeros((0, size, size), np.float32)

@@ -91,3 +91,41 @@ def preprocess(img: np.ndarray, size: int, mode: Literal["pad", "crop"] = "pad",
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """float32 [S, S] -> FloatTensor [1, S, S] (shares memory)."""
     return torch.from_numpy(np.ascontiguousarray(img, dtype=np.float32)).unsqueeze(0)
+
+
+def resize_batch(x: np.ndarray | torch.Tensor, size: int,
+                 nearest: bool = False) -> np.ndarray | torch.Tensor:
+    """The kit's one batch resize: ``[..., H, W]`` images -> ``[..., size, size]``.
+
+    Area averaging when shrinking (no aliasing), bilinear when enlarging; ``nearest=True`` is
+    for label masks and returns booleans. Arrays come back as arrays, tensors as tensors; a
+    batch already at ``size`` is returned as it is.
+    """
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    is_array = not torch.is_tensor(x)
+    t = torch.from_numpy(np.asarray(x, np.float32)) if is_array else x.float()
+    lead = t.shape[:-2]
+    t = t.reshape(-1, 1, *t.shape[-2:])
+    mode = "nearest" if nearest else ("area" if t.shape[-1] > size else "bilinear")
+    out = F.interpolate(t, size=(size, size), mode=mode).reshape(*lead, size, size)
+    if nearest:
+        out = out > 0.5
+    return out.numpy() if is_array else out
+
+
+def as_image_batch(image: np.ndarray | torch.Tensor, where: str = "",
+                   single: bool = True) -> torch.Tensor:
+    """An image ``[H, W]``, ``[C, H, W]`` or ``[B, C, H, W]`` (array or tensor) as a float
+    ``[B, C, H, W]`` tensor; with ``single`` it must be ONE image, because the per-image
+    analyses (attention, latents) return one map, not a batch of them."""
+    x = image if torch.is_tensor(image) else torch.from_numpy(np.asarray(image, np.float32))
+    x = x.float()
+    while x.ndim < 4:
+        x = x.unsqueeze(0)
+    if single and x.shape[0] != 1:
+        raise DataError(
+            f"{where or 'as_image_batch'}: pass ONE image ([H,W], [1,H,W] or [1,1,H,W]), "
+            f"got shape {tuple(x.shape)}"
+        )
+    return x

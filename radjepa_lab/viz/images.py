@@ -344,3 +344,62 @@ def plot_attributions(
         ax.set_title(name, fontsize=9)
     fig.suptitle(titled(title, synthetic))
     return fig
+
+
+def plot_dicom_steps(steps: Sequence[Any], title: str = "DICOM display pipeline") -> Any:
+    """Each stage in grayscale with its own colourbar (values in that stage's units)."""
+    fig, axes = new_figure(1, len(steps), (3.3, 3.6))
+    for ax, st in zip(axes[0], steps, strict=True):
+        if st.title.startswith("4."):
+            im = show_xray(ax, st.image)
+        else:
+            im = ax.imshow(st.image, cmap="gray", origin="upper")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel("patient right \u2190 \u2192 patient left", fontsize=7)
+        fig.colorbar(im, ax=ax, shrink=0.75, label="pixel value")
+        ax.set_title(f"{st.title}\n{st.note}", fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_phantom(phantom: Any, title: str = "Phantom") -> Any:
+    """Image, anatomy masks and the report of one phantom, side by side (SYNTHETIC)."""
+    import textwrap
+
+    fig, axes = new_figure(1, 3, (3.4, 3.6))
+    show_xray(axes[0, 0], phantom.image, "image")
+    show_xray(axes[0, 1], phantom.image, "anatomy masks")
+    colours = {"right_lung": "#377eb8", "left_lung": "#4daf4a", "heart": "#e41a1c",
+               "ribs": "#ff7f00"}
+    for name, mask in phantom.masks.items():
+        axes[0, 1].contour(np.asarray(mask, float), levels=[0.5], linewidths=0.9,
+                           colors=colours.get(name, "white"))
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colours.get(n, "white"), label=n) for n in phantom.masks]
+    axes[0, 1].legend(handles=handles, fontsize=6, loc="lower center",
+                      bbox_to_anchor=(0.5, -0.32), ncol=2)
+    ax = axes[0, 2]
+    ax.set_axis_off()
+    found = [k for k, v in phantom.labels.items() if v] or ["none"]
+    text = "\n".join(textwrap.wrap(phantom.report, 46))
+    ax.text(0, 1, f"labels: {', '.join(found)}\n\n{text}", va="top", ha="left", fontsize=7,
+            family="monospace", transform=ax.transAxes)
+    ax.set_title("report", fontsize=9)
+    fig.suptitle(titled(title, True))
+    return fig
+
+
+def plot_intensity_histograms(images: Mapping[str, np.ndarray], title: str = "Intensities",
+                              bins: int = 64) -> Any:
+    """One histogram per image (fraction of pixels), to compare intensity ranges."""
+    fig, axes = new_figure(1, len(images), (3.2, 2.8))
+    for ax, (name, img) in zip(axes[0], images.items(), strict=True):
+        v = np.asarray(img, np.float64).ravel()
+        ax.hist(v, bins=bins, weights=np.full(v.size, 1.0 / v.size), color="0.3")
+        ax.set_title(f"{name}\nrange [{v.min():.3g}, {v.max():.3g}]", fontsize=8)
+        ax.set_xlabel("pixel value")
+        ax.set_ylabel("fraction of pixels")
+    fig.suptitle(title)
+    return fig

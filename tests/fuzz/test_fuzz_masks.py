@@ -9,8 +9,9 @@ from guards import time_limit
 from hypothesis import given
 from hypothesis import strategies as st
 
+from radjepa_lab.config import EQUALIZE, MaskConfig
 from radjepa_lab.errors import ConfigError
-from radjepa_lab.masks import EQUALIZE, MaskConfig, MultiBlockMaskSampler
+from radjepa_lab.masks import MultiBlockMaskSampler
 
 
 def scale_range(lo: float, hi: float) -> st.SearchStrategy[tuple[float, float]]:

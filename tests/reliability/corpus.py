@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from radjepa_lab.data.dicom import dicom_dataset
 from radjepa_lab.errors import DataError, DicomReadError, ImageReadError
 
 
@@ -34,34 +35,6 @@ class Case:
 
 
 # ----------------------------------------------------------------------------- DICOM builders
-
-
-def dicom_dataset(rows: int, cols: int, transfer_syntax: str | None = None, *,
-                  bits: int = 16, signed: bool = False, spp: int = 1,
-                  photometric: str = "MONOCHROME2"):
-    """A minimal DX dataset with file meta; the caller sets the pixel element."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = transfer_syntax or ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.PatientID = "SYNTHETIC"
-    ds.Rows, ds.Columns = rows, cols
-    ds.SamplesPerPixel = spp
-    ds.PhotometricInterpretation = photometric
-    if spp > 1:
-        ds.PlanarConfiguration = 0
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = int(signed)
-    return ds
 
 
 def save_dicom(ds, path: Path) -> Path:

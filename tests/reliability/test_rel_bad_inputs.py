@@ -228,7 +228,7 @@ def test_csv_rows_with_bad_paths_raise_or_skip(corpus: dict[str, Case], tmp_path
 def test_nan_images_never_reach_the_training_cache(tmp_path: Path) -> None:
     """A NaN/Inf image in an in-memory dataset must not be silently cast to 0 in the uint8
     cache: pretraining refuses it with a DataError naming the item."""
-    from radjepa_lab.config import get_preset
+    from radjepa_lab.presets import get_preset
     from radjepa_lab.train import pretrain
 
     cfg = get_preset("smoke")

@@ -17,10 +17,12 @@ import pytest
 import torch
 from guards import time_limit
 
-from radjepa_lab.cli import apply_overrides, main
-from radjepa_lab.config import get_preset
+from radjepa_lab.checkpoints import load_checkpoint
+from radjepa_lab.cli import main
+from radjepa_lab.config import apply_overrides
 from radjepa_lab.errors import TrainingError
-from radjepa_lab.train import load_checkpoint, pretrain
+from radjepa_lab.presets import get_preset
+from radjepa_lab.train import pretrain
 
 SETS = ["steps=90", "ckpt_every=10", "log_every=5", "n_train=32", "monitor_batch=16"]
 COMPARED = ("step", "loss", "lr", "wd", "momentum", "rankme", "feat_std", "ctx_tokens",
@@ -34,7 +36,7 @@ import os, signal, sys
 from radjepa_lab.cli import main
 real, seen = os.fsync, [0]
 def fsync(fd):
-    if ".tmp" in os.readlink(f"/proc/self/fd/{fd}"):
+    if ".checkpoint.pt.tmp" in os.readlink(f"/proc/self/fd/{fd}"):  # checkpoint writes only
         seen[0] += 1
         if seen[0] == int(os.environ["KILL_AT_TMP_WRITE"]):
             os.kill(os.getpid(), signal.SIGKILL)
@@ -227,7 +229,7 @@ def test_resume_survives_a_metrics_line_cut_by_a_crash(
 def test_stale_temp_files_of_dead_writers_are_swept(tmp_path: Path) -> None:
     """A temp file left by a killed writer disappears at the next checkpoint; one of a live
     writer (another process) is left alone."""
-    from radjepa_lab.train import save_checkpoint
+    from radjepa_lab.checkpoints import save_checkpoint
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from radjepa_lab.config import get_preset
 from radjepa_lab.data.phantom import PhantomConfig, PhantomDataset, generate_batch
 from radjepa_lab.masks import MaskConfig, MultiBlockMaskSampler
+from radjepa_lab.presets import get_preset
 from radjepa_lab.train import pretrain
 
 

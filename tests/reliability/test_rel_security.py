@@ -97,8 +97,9 @@ class _Payload:
 
 def _malicious_files(tmp_path: Path, marker: Path) -> list[Path]:
     """A bare payload, and payloads hidden inside a kit-looking and an I-JEPA-looking file."""
-    from radjepa_lab.config import config_to_dict, get_preset
+    from radjepa_lab.config import config_to_dict
     from radjepa_lab.models import build_encoder
+    from radjepa_lab.presets import get_preset
 
     cfg = get_preset("smoke")
     enc = build_encoder(cfg.model).state_dict()
@@ -119,12 +120,11 @@ def _malicious_files(tmp_path: Path, marker: Path) -> list[Path]:
 
 def test_malicious_checkpoints_are_refused_and_run_nothing(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
-    from radjepa_lab.analysis.embed import embed_to_file
+    from radjepa_lab.checkpoints import load_checkpoint, load_encoder, load_jepa
     from radjepa_lab.cli import main
-    from radjepa_lab.config import get_preset
-    from radjepa_lab.models import load_encoder
-    from radjepa_lab.notebook import load_jepa
-    from radjepa_lab.train import load_checkpoint, pretrain
+    from radjepa_lab.demo import embed_to_file
+    from radjepa_lab.presets import get_preset
+    from radjepa_lab.train import pretrain
 
     marker = tmp_path / "PWNED"
     files = _malicious_files(tmp_path, marker)
@@ -207,8 +207,8 @@ def test_smoke_pipeline_runs_with_outbound_network_blocked(tmp_path: Path,
     """phantoms -> pretrain -> embed -> probe, every station, nothing reaches out."""
     import socket
 
-    from radjepa_lab.analysis.report import probe_report
     from radjepa_lab.cli import main
+    from radjepa_lab.demo import probe_report
 
     with pytest.raises(AssertionError, match="outbound"):  # the guard is armed
         socket.create_connection(("93.184.216.34", 80), timeout=1)

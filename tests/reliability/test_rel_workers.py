@@ -15,9 +15,9 @@ from corpus import pixel_data_offset, valid_dicom
 from guards import time_limit
 from torch.utils.data import DataLoader
 
-from radjepa_lab.config import get_preset
 from radjepa_lab.data.datasets import FolderDataset
 from radjepa_lab.errors import DataError
+from radjepa_lab.presets import get_preset
 from radjepa_lab.train import pretrain
 
 LIMIT_S = 90  # generous for a loaded 2-core box; a hang would never end

@@ -1,0 +1,46 @@
+"""The step stream: every step's batch and masks are a pure function of (seed, step, rank)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import blob_images, tiny_config
+
+from radjepa_lab.batches import StepBatchSampler, cache_dataset, step_masks
+from radjepa_lab.data.transforms import resize_batch
+from radjepa_lab.errors import DataError
+from radjepa_lab.masks import MultiBlockMaskSampler
+
+
+def test_batch_sampler_is_a_function_of_the_step() -> None:
+    s = StepBatchSampler(10, 4, seed=1, start_step=0, steps=10)
+    stream = torch.cat([s.batch(i) for i in range(5)])  # 20 positions = 2 epochs
+    assert sorted(stream[:10].tolist()) == list(range(10))
+    assert sorted(stream[10:].tolist()) == list(range(10))
+    resumed = StepBatchSampler(10, 4, seed=1, start_step=3, steps=10)
+    assert torch.equal(resumed.batch(3), s.batch(3))
+    r0 = StepBatchSampler(10, 4, seed=1, start_step=0, steps=10, rank=0, world_size=2)
+    r1 = StepBatchSampler(10, 4, seed=1, start_step=0, steps=10, rank=1, world_size=2)
+    assert torch.equal(torch.cat([r0.batch(2), r1.batch(2)]), s.batch(2))
+
+
+def test_step_masks_are_a_function_of_seed_step_and_rank() -> None:
+    sampler = MultiBlockMaskSampler((8, 8))
+    a, b = step_masks(sampler, 4, seed=0, step=7, rank=0), step_masks(sampler, 4, 0, 7, 0)
+    assert torch.equal(a.context, b.context) and torch.equal(a.targets, b.targets)
+    for other in (step_masks(sampler, 4, 0, 8, 0), step_masks(sampler, 4, 0, 7, 1),
+                  step_masks(sampler, 4, 1, 7, 0)):
+        assert not (torch.equal(a.context, other.context)
+                    and torch.equal(a.targets, other.targets))
+
+
+def test_cache_dataset_stores_uint8_at_the_model_size_and_refuses_nan() -> None:
+    cfg = tiny_config()
+    data = blob_images(10, size=48)  # resized to the model's 32 px
+    cached = cache_dataset(data, cfg)
+    assert cached.dtype == torch.uint8 and cached.shape == (10, 1, 32, 32)
+    want = resize_batch(torch.stack([d["img"] for d in data]), 32)
+    assert (cached.float() / 255 - want).abs().max() <= 0.5 / 255 + 1e-6
+    data[3] = {"img": torch.full_like(data[3]["img"], float("nan"))}
+    with pytest.raises(DataError, match="image 3 .*NaN"):
+        cache_dataset(data, cfg)
