@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from radjepa_lab.config import TrainConfig
 from radjepa_lab.data.datasets import close_loader
-from radjepa_lab.data.transforms import resize_batch
+from radjepa_lab.data.transforms import random_resized_crop, resize_batch
 from radjepa_lab.errors import DataError
 from radjepa_lab.masks import MaskBatch, MultiBlockMaskSampler
 
@@ -200,6 +200,14 @@ class _KeyedBatches(Sampler[list[tuple[int, int]]]):
         return len(self.inner)
 
 
+def _augment(imgs: torch.Tensor, cfg: TrainConfig, step: int, rank: int) -> torch.Tensor:
+    """The step's crops (``cfg.crop_scale``), from a generator seeded by (seed, step, rank)."""
+    if cfg.crop_scale is None:
+        return imgs
+    g = torch.Generator().manual_seed(cfg.seed * 31_337 + step + rank * 1_000_003)
+    return random_resized_crop(imgs, cfg.crop_scale, g)
+
+
 def step_stream(dataset: Dataset, cached: torch.Tensor | None, cfg: TrainConfig, start: int,
                 masks: MultiBlockMaskSampler, device: torch.device, rank: int = 0,
                 world_size: int = 1) -> Iterator[tuple[int, torch.Tensor, MaskBatch]]:
@@ -210,7 +218,8 @@ def step_stream(dataset: Dataset, cached: torch.Tensor | None, cfg: TrainConfig,
         for step in range(start, cfg.steps):
             idx = h2d(sampler.batch(step), cached.device)
             imgs = cached.index_select(0, idx).to(device, non_blocking=True).float() / 255.0
-            yield step, imgs, step_masks(masks, len(idx), cfg.seed, step, rank)
+            yield step, _augment(imgs, cfg, step, rank), step_masks(masks, len(idx), cfg.seed,
+                                                                    step, rank)
         return
     collate = _StepCollate(masks, cfg.seed, rank, cfg.model.img_size, cfg.model.in_chans)
     loader = DataLoader(_StepDataset(dataset), batch_sampler=_KeyedBatches(sampler),
@@ -220,6 +229,6 @@ def step_stream(dataset: Dataset, cached: torch.Tensor | None, cfg: TrainConfig,
     try:
         for step, imgs, mb in it:
             _check_range(imgs)
-            yield step, imgs.to(device, non_blocking=True), mb
+            yield step, _augment(imgs.to(device, non_blocking=True), cfg, step, rank), mb
     finally:
         close_loader(it)

@@ -169,6 +169,8 @@ class TrainConfig:
     data: str = "phantoms"
     phantom_size: int | None = None  # None -> model.img_size
     n_train: int = 4096
+    # RandomResizedCrop scale of the reference's pretraining data (e.g. (0.3, 1.0)); None = off
+    crop_scale: tuple[float, float] | None = None
     cache_data: bool = True  # materialise the dataset once (uint8) so steps never wait on I/O
     # DataLoader workers: build the cache in parallel, or (cache_data=False) generate/read
     # images on the fly every step
@@ -193,6 +195,9 @@ class TrainConfig:
             )
         if not (0.0 <= self.ema[0] <= self.ema[1] <= 1.0):
             raise ConfigError(f"TrainConfig.ema={self.ema} must satisfy 0 <= start <= end <= 1.")
+        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+            raise ConfigError(f"TrainConfig.crop_scale={self.crop_scale} must satisfy "
+                              "0 < low <= high <= 1, or be None.")
         if self.bf16 not in (True, False, "auto"):
             raise ConfigError(f"TrainConfig.bf16={self.bf16!r}: use True, False or 'auto'.")
 

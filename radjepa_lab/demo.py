@@ -424,9 +424,12 @@ def run_demo(out_dir: str | Path = "runs/demo", profile: str | None = None,
         contenders = contenders[-1:]
     t1 = time.perf_counter()
     ev = evaluate_checkpoints(contenders, sizes=prof.probe, progress=progress)
-    intro = ("The shipped checkpoint was trained on a GPU with the command shown; your run is "
-             "the short pretraining this demo just did. A model learned when its Δ against the "
-             "stronger random init of its own architecture has a 95% CI above 0.")
+    intro = ("Your run is the short pretraining this demo just did"
+             + ("; the shipped checkpoint was trained on a GPU with the command shown"
+                if len(contenders) > 1 else "")
+             + ". A model learned when its Δ against the stronger random init of its own "
+             "architecture has a 95% CI above 0; beating raw pixels as well means it learned more "
+             "than a thumbnail of the image holds.")
     index = write_evaluation(
         ev, out, f"RadJEPA Lab demo — preset {prof.preset} on {prof.device}", intro,
         umap_method="pca" if prof.preset == "smoke" else "umap")

@@ -40,8 +40,10 @@ __all__ = [
     "RUNS_DIR",
     "SHIPPED_CHECKPOINT",
     "AnalysedModel",
+    "ClaimFailed",
     "LiveCurves",
     "analysis_models",
+    "claim",
     "enable_inline_figures",
     "fresh_run_dir",
     "seed_everything",
@@ -196,21 +198,39 @@ class LiveCurves:
 
     In Jupyter it updates one display area (at most every ``every_s`` seconds, so drawing
     never dominates a fast run); elsewhere it only collects the records. Pass ``history``
-    (e.g. of a first session) to continue its curves after ``resume=True``.
+    (e.g. of a first session) to continue its curves after ``resume=True``. With
+    ``total_steps`` it prints, once, this machine's measured images/s and the time left, after
+    the first full logging window (the table's estimate cannot know how loaded a machine is).
     """
 
     def __init__(self, keys: tuple[str, ...] = ("loss", "lr", "momentum", "rankme", "feat_std"),
                  title: str = "Pretraining (live)", every_s: float = 3.0,
-                 history: list[dict[str, Any]] | None = None) -> None:
+                 history: list[dict[str, Any]] | None = None,
+                 total_steps: int | None = None, batch_size: int | None = None) -> None:
         self.keys, self.title, self.every_s = keys, title, every_s
         self.history: list[dict[str, Any]] = [dict(r) for r in history or ()]
+        self.total_steps, self.batch_size = total_steps, batch_size
+        self._eta_said = False
         self._handle: Any = None
         self._last = -1e9
+
+    def eta(self, record: dict[str, Any]) -> str | None:
+        """"measured N images/s; about M min to go" from a logged record (None if unknown)."""
+        ips, step = record.get("imgs_per_s"), record.get("step")
+        if not (self.total_steps and self.batch_size and ips and step):
+            return None
+        left = (self.total_steps - step) * self.batch_size / ips / 60.0
+        return (f"measured {ips:.0f} images/s on this machine; about {left:.1f} min to go "
+                f"(step {step} of {self.total_steps})")
 
     def __call__(self, record: dict[str, Any]) -> None:
         import time
 
         self.history.append(dict(record))
+        # the first record covers step 1 only (start-up); the second is a full window
+        if not self._eta_said and len(self.history) >= 2 and (line := self.eta(record)):
+            print(line)
+            self._eta_said = True
         now = time.monotonic()
         if now - self._last >= self.every_s:
             self._last = now
@@ -235,3 +255,25 @@ class LiveCurves:
             self._handle = display(fig, display_id=True)
         else:
             self._handle.update(fig)
+
+
+# ----------------------------------------------------------------------------- result sentences
+
+
+class ClaimFailed(AssertionError):
+    """A sentence a notebook states about its results does not hold for this run's numbers."""
+
+
+def claim(holds: bool, sentence: str) -> None:
+    """State one result of this run in words, checked against the numbers just computed.
+
+    The notebooks' text draws its conclusions through this call: it prints the sentence with a
+    tick when the computed values bear it out, and raises :class:`ClaimFailed` when they do
+    not, so ``make test`` (nbmake) fails instead of a notebook saying something its own
+    outputs contradict. Claims about *your* run are printed as verdicts instead, because a
+    short run may honestly learn nothing.
+    """
+    if not holds:
+        raise ClaimFailed(f"the notebook's text says: {sentence!r}, but this run's numbers "
+                          "do not bear it out")
+    print(f"\u2714 {sentence}")

@@ -276,13 +276,13 @@ class Profile:
         return cfg
 
     def describe(self) -> str:
-        """One line for the first notebook cell."""
+        """One line for the first notebook cell: the profile and the preset it pretrains."""
         cfg = get_preset(self.preset)
         m = cfg.model
         return (
-            f"profile={self.name} preset={self.preset} device={self.device} "
-            f"expected ~{self.expected_minutes:g} min | ViT d{m.embed_dim}x{m.depth} "
-            f"p{m.patch_size} @{m.img_size}px, {cfg.steps} steps x batch {cfg.batch_size}"
+            f"profile={self.name} device={self.device} | pretraining preset '{self.preset}': ViT "
+            f"d{m.embed_dim}x{m.depth} p{m.patch_size} @{m.img_size}px, {cfg.steps} steps x batch "
+            f"{cfg.batch_size}, ~{self.expected_minutes:g} min"
         )
 
 

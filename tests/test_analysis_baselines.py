@@ -62,3 +62,28 @@ def test_compare_encoders_table() -> None:
     with pytest.raises(Exception, match="baseline"):
         compare_encoders(sets, ytr, yte, ["a", "b"], baseline="missing", probes=("linear",),
                          n_resamples=10)
+
+
+def test_each_feature_set_gets_its_own_baselines() -> None:
+    """Encoders of two architectures: each is compared with the stronger of ITS random inits."""
+    rng = np.random.default_rng(3)
+    ytr, yte = (rng.random((300, 1)) > 0.5).astype(float), (rng.random((200, 1)) > 0.5).astype(float)
+
+    def feats(y, strength, seed):
+        r = np.random.default_rng(seed)
+        x = r.normal(size=(len(y), 6))
+        x[:, :1] += strength * y
+        return x
+
+    sets = [FeatureSet(n, feats(ytr, s, i), feats(yte, s, i + 10))
+            for i, (n, s) in enumerate([("a", 2.0), ("a-rand1", 0.0), ("a-rand2", 1.0),
+                                        ("b", 2.0), ("b-rand1", 0.0), ("b-rand2", 0.2)])]
+    rows, _ = compare_encoders(sets, ytr, yte, ["f"], probes=("linear",), n_resamples=50,
+                               baseline={"a": ["a-rand1", "a-rand2"],
+                                         "b": ["b-rand1", "b-rand2"]})
+    by = {r.name: r for r in rows}
+    assert by["a"].baseline == "a-rand2" and by["b"].baseline == "b-rand2"
+    assert by["a-rand1"].delta_vs_baseline is None  # not in the mapping: no baseline
+    with pytest.raises(Exception, match="baseline 'nope'"):
+        compare_encoders(sets, ytr, yte, ["f"], probes=("linear",), n_resamples=10,
+                         baseline={"a": ["nope"]})

@@ -110,3 +110,18 @@ def test_project_2d_umap_small() -> None:
     ca, cb = p.coords[:30].mean(0), p.coords[30:].mean(0)
     spread = p.coords[:30].std(0).max()
     assert np.linalg.norm(ca - cb) > 2 * spread
+
+
+def test_neighbour_agreement_against_chance() -> None:
+    from radjepa_lab.analysis.embed import neighbour_agreement
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 50)
+    grouped = np.concatenate([rng.normal(0, 0.1, (50, 4)) + [5, 0, 0, 0],
+                              rng.normal(0, 0.1, (50, 4)) + [0, 5, 0, 0]])
+    agree, chance = neighbour_agreement(grouped, labels, k=5)
+    assert agree == 1.0 and chance == pytest.approx(0.5)
+    noise_agree, _ = neighbour_agreement(rng.normal(size=(100, 4)), labels, k=5)
+    assert 0.3 < noise_agree < 0.7  # no structure: about chance
+    with pytest.raises(Exception, match="need"):
+        neighbour_agreement(grouped[:5], labels[:5], k=5)

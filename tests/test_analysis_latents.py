@@ -76,3 +76,25 @@ def test_predict_latents_samples_masks_when_none_given(nets) -> None:
     b = predict_latents(enc, pred, tgt, img, seed=3)
     np.testing.assert_array_equal(a.target_idx, b.target_idx)
     assert not set(a.context_idx.tolist()) & set(a.target_idx.ravel().tolist())
+
+
+def test_position_mean_centres_the_latents(nets) -> None:
+    from radjepa_lab.analysis.latents import position_mean
+
+    enc, pred, tgt = nets
+    imgs = np.random.default_rng(1).random((6, 32, 32)).astype(np.float32)
+    pm = position_mean(tgt, imgs)
+    with torch.no_grad():
+        h = torch.nn.functional.layer_norm(tgt(torch.from_numpy(imgs)[:, None]), (32,))
+    np.testing.assert_allclose(pm, h.mean(0).numpy(), atol=1e-5)  # the mean token per position
+    ctx, t = block_masks((4, 4), 1, 1, (2, 2))
+    r = predict_latents(enc, pred, tgt, imgs[0], ctx, t, position_mean=pm)
+    want = torch.nn.functional.cosine_similarity(
+        torch.from_numpy(r.predicted[0] - pm[[5, 6, 9, 10]]),
+        torch.from_numpy(r.target[0] - pm[[5, 6, 9, 10]]), dim=-1)
+    np.testing.assert_allclose(r.centered_cosine[0], want.numpy(), atol=1e-5)
+    assert r.centered and np.isfinite(r.mean_centered_cosine)
+    plain = predict_latents(enc, pred, tgt, imgs[0], ctx, t)
+    assert plain.centered_cosine is None and np.isnan(plain.mean_centered_cosine)
+    with pytest.raises(Exception, match="position_mean must be"):
+        predict_latents(enc, pred, tgt, imgs[0], ctx, t, position_mean=pm[:3])

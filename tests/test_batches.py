@@ -44,3 +44,25 @@ def test_cache_dataset_stores_uint8_at_the_model_size_and_refuses_nan() -> None:
     data[3] = {"img": torch.full_like(data[3]["img"], float("nan"))}
     with pytest.raises(DataError, match="image 3 .*NaN"):
         cache_dataset(data, cfg)
+
+
+def test_crops_are_part_of_the_step_stream_and_reproducible() -> None:
+    import torch
+    from helpers import blob_images, tiny_config
+
+    from radjepa_lab.batches import cache_dataset, step_stream
+    from radjepa_lab.masks import MultiBlockMaskSampler
+
+    cfg = tiny_config(crop_scale=(0.3, 0.6))
+    data = blob_images(32)
+    cached = cache_dataset(data, cfg)
+    masks = MultiBlockMaskSampler(cfg.model.grid, cfg.masks)
+
+    def first_two(c):
+        it = step_stream(data, cached, c, 0, masks, torch.device("cpu"))
+        return [next(it)[1] for _ in range(2)]
+
+    a, b = first_two(cfg), first_two(cfg)
+    plain = first_two(tiny_config())
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))  # a function of (seed, step)
+    assert not torch.equal(a[0], plain[0]) and a[0].shape == plain[0].shape

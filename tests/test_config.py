@@ -70,3 +70,19 @@ def test_with_steps_caps_warmup_and_keeps_longer_runs() -> None:
     long = with_steps(get_preset("cpu"), 1000)
     assert (long.steps, long.warmup) == (1000, get_preset("cpu").warmup)
     assert with_steps(get_preset("cpu"), None).steps == get_preset("cpu").steps
+
+
+def test_bf16_auto_follows_the_hardware(monkeypatch) -> None:
+    import torch
+
+    from radjepa_lab.config import TrainConfig, native_bf16, use_bf16
+
+    cfg = TrainConfig(bf16="auto")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert not native_bf16("cpu") and not use_bf16(cfg, "cpu")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True, raising=False)
+    assert native_bf16("cpu") and use_bf16(cfg, "cpu")
+    assert use_bf16(TrainConfig(bf16=True), "cpu") and not use_bf16(TrainConfig(), "cpu")
+    with pytest.raises(ConfigError, match="bf16"):
+        TrainConfig(bf16="sometimes")

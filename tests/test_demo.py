@@ -72,3 +72,31 @@ def test_embed_to_file_from_a_minimal_checkpoint(tmp_path: Path) -> None:
     with np.load(path) as z:
         assert z["pooled"].shape == (6, 4 * cfg.model.embed_dim)
         assert z["labels"].shape == (6, 6) and list(z["classes"])[0] == "cardiomegaly"
+
+
+def test_two_models_of_different_architectures_each_get_their_random_inits(tmp_path: Path) -> None:
+    """The demo's protocol with the shipped-style pair: two kit checkpoints, one lead table."""
+    from helpers import tiny_config, tiny_model
+
+    from radjepa_lab.demo import evaluate_checkpoints, lead_rows, load_contender, verdict_lines
+    from radjepa_lab.presets import ProbeSizes
+
+    a = write_kit_checkpoint(tmp_path / "a" / "checkpoint.pt")
+    b = write_kit_checkpoint(tmp_path / "b" / "checkpoint.pt",
+                             cfg=tiny_config(model=tiny_model(depth=1)))
+    ev = evaluate_checkpoints([load_contender("first", a, "made by hand"),
+                               load_contender("second", b)],
+                              sizes=ProbeSizes(48, 32, 20), probes=("linear",),
+                              segmentation=False, retrieval=False, progress=False)
+    assert len(ev.baselines["first"]) == 2 and set(ev.baselines["first"]).isdisjoint(
+        ev.baselines["second"])  # one pair of random inits per architecture
+    assert ev.row("first").baseline in [f"{n} [2x2]" for n in ev.baselines["first"]]
+    assert ev.row("second").baseline in [f"{n} [2x2]" for n in ev.baselines["second"]]
+    lead = lead_rows(ev)
+    models = [r["model"] for r in lead]
+    assert models[:2] == ["first", "second"] and models[-1] == "raw pixels 16x16"
+    assert sum(m.startswith("stronger random init") for m in models) == 2
+    assert lead[0]["how it was trained"] == "made by hand"
+    assert lead[0]["Δ vs raw pixels [95% CI]"] != "—"  # the paired delta against pixels
+    lines = verdict_lines(ev)
+    assert len(lines) == 2 and lines[0].startswith("first: macro AUPRC")

@@ -81,7 +81,7 @@ def test_exercise_failed_is_an_assertion_error() -> None:
 
 def _block(top_hi: Callable[[int, int], int], left_hi: Callable[[int, int], int],
            side: bool = False, swap: bool = False, fixed_scale: bool = False,
-           own_rng: bool = False) -> Callable[..., Any]:
+           own_rng: bool = False, clamp: bool = True) -> Callable[..., Any]:
     def sample_block(grid, scale, aspect, rng):
         r = np.random.default_rng() if own_rng else rng
         gh, gw = grid
@@ -94,8 +94,9 @@ def _block(top_hi: Callable[[int, int], int], left_hi: Callable[[int, int], int]
             h, w = round((area * a) ** 0.5), round((area / a) ** 0.5)
         if swap:
             h, w = w, h
-        h, w = min(max(h, 1), gh), min(max(w, 1), gw)
-        return int(r.integers(0, top_hi(gh, h))), int(r.integers(0, left_hi(gw, w))), h, w
+        h, w = (min(max(h, 1), gh), min(max(w, 1), gw)) if clamp else (max(h, 1), max(w, 1))
+        return (int(r.integers(0, max(top_hi(gh, h), 1))), int(r.integers(0, max(left_hi(gw, w), 1))),
+                h, w)
 
     return sample_block
 
@@ -114,9 +115,10 @@ OK_RANGE = lambda g, s: g - s + 1  # noqa: E731
         (_block(OK_RANGE, OK_RANGE, swap=True), ("HEIGHT / WIDTH", "swap")),
         (_block(OK_RANGE, OK_RANGE, fixed_scale=True), ("almost the same area",)),
         (_block(OK_RANGE, OK_RANGE, own_rng=True), ("same seed", "rng")),
+        (_block(OK_RANGE, OK_RANGE, clamp=False), ("larger than the 4x12 grid", "clamp h to gh")),
     ],
     ids=["bias-row", "bias-col", "past-row", "past-col", "side-frac", "swapped-aspect",
-         "fixed-scale", "ignores-rng"],
+         "fixed-scale", "ignores-rng", "no-clamp"],
 )
 def test_sample_block_wrong_answers(fn: Callable[..., Any], fragments: tuple[str, ...]) -> None:
     _fails(E.check_sample_block, fn, *fragments)
@@ -212,6 +214,12 @@ def _ema_new_params(target, online, m):
         setattr(mod, attr, torch.nn.Parameter((m * pt + (1 - m) * po).detach(), requires_grad=False))
 
 
+def _ema_params_only(target, online, m):  # right for parameters, forgets the buffers
+    with torch.no_grad():
+        for pt, po in zip(target.parameters(), online.parameters(), strict=True):
+            pt.mul_(m).add_(po, alpha=1 - m)
+
+
 def _ema_history(target, online, m):
     for pt, po in zip(target.parameters(), online.parameters(), strict=True):
         pt.requires_grad_(True)
@@ -228,8 +236,10 @@ def _ema_history(target, online, m):
         (_ema_copy, ("copy of the online",)),
         (_ema_new_params, ("replaced by new objects",)),
         (_ema_history, ("autograd",)),
+        (_ema_params_only, ("buffer in_mean", "copy them")),
     ],
-    ids=["swapped", "rebind", "moves-online", "copy", "new-params", "autograd-history"],
+    ids=["swapped", "rebind", "moves-online", "copy", "new-params", "autograd-history",
+         "forgets-buffers"],
 )
 def test_ema_wrong_answers(fn: Callable[..., Any], fragments: tuple[str, ...]) -> None:
     _fails(E.check_ema_update, fn, *fragments)

@@ -78,3 +78,21 @@ def test_live_curves_collect_outside_jupyter() -> None:
     assert [r["step"] for r in live.history] == [1, 2]
     live.draw()  # no IPython: a no-op, must not raise
     assert live.figure().axes
+
+
+def test_claim_prints_what_holds_and_refuses_what_does_not(capsys) -> None:
+    N.claim(0.6 > 0.4, "the model beats random init")
+    assert "the model beats random init" in capsys.readouterr().out
+    with pytest.raises(N.ClaimFailed, match="pixels lose.*do not bear it out"):
+        N.claim(False, "pixels lose")
+
+
+def test_live_curves_say_the_measured_speed_once(capsys) -> None:
+    live = N.LiveCurves(total_steps=100, batch_size=10)
+    live({"step": 1, "loss": 1.0, "imgs_per_s": 5.0})
+    assert capsys.readouterr().out == ""  # step 1 is start-up, not a speed
+    live({"step": 20, "loss": 0.9, "imgs_per_s": 50.0})
+    out = capsys.readouterr().out
+    assert "measured 50 images/s" in out and "about 0.3 min to go" in out  # 80 steps x 10 / 50
+    live({"step": 40, "loss": 0.8, "imgs_per_s": 50.0})
+    assert capsys.readouterr().out == ""

@@ -82,3 +82,20 @@ def test_as_image_batch_shapes_and_single_image_check():
     assert as_image_batch(np.zeros((3, 1, 8, 8)), single=False).shape == (3, 1, 8, 8)
     with pytest.raises(DataError, match="ONE image"):
         as_image_batch(np.zeros((3, 1, 8, 8)), where="attention_maps")
+
+
+def test_random_resized_crop_is_seeded_per_image_and_identity_at_full_scale() -> None:
+    import torch
+
+    from radjepa_lab.data.transforms import random_resized_crop
+
+    x = torch.rand(4, 1, 16, 16)
+    full = random_resized_crop(x, (1.0, 1.0), torch.Generator().manual_seed(0), ratio=(1.0, 1.0))
+    assert torch.allclose(full, x, atol=1e-5)  # the whole image is the identity
+    a = random_resized_crop(x, (0.3, 1.0), torch.Generator().manual_seed(1))
+    b = random_resized_crop(x, (0.3, 1.0), torch.Generator().manual_seed(1))
+    c = random_resized_crop(x, (0.3, 1.0), torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
+    same = torch.stack([x[0]] * 4)  # one image, four crops: each image draws its own box
+    crops = random_resized_crop(same, (0.3, 0.5), torch.Generator().manual_seed(3))
+    assert len({tuple(cr.flatten()[:8].tolist()) for cr in crops}) == 4

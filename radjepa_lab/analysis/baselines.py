@@ -105,6 +105,7 @@ def compare_encoders(
     n_resamples: int = 1000,
     seed: int = 0,
     Cs: Sequence[float] = DEFAULT_CS,
+    progress: bool = False,
 ) -> tuple[list[ComparisonRow], dict[tuple[str, str], ProbeResult]]:
     """Probe every feature set identically and return one table with paired deltas.
 
@@ -124,17 +125,20 @@ def compare_encoders(
     y_test = np.asarray(y_test, dtype=np.float64)
     idx = bootstrap_indices(len(y_test), n_resamples, seed)
     results: dict[tuple[str, str], ProbeResult] = {}
-    for fs in feature_sets:
-        for p in probes:
-            if p == "linear":
-                r = run_linear_probe(
-                    fs.train, y_train, fs.test, y_test, classes, fs.name, Cs, seed, indices=idx
-                )
-            elif p == "knn":
-                r = run_knn_probe(fs.train, y_train, fs.test, y_test, classes, fs.name, seed=seed, indices=idx)
-            else:
-                raise RadJEPALabError(f"compare_encoders: unknown probe {p!r}; use 'linear' or 'knn'")
-            results[(fs.name, p)] = r
+    from tqdm.auto import tqdm
+
+    jobs = [(fs, p) for fs in feature_sets for p in probes]
+    for fs, p in tqdm(jobs, desc="probes", disable=not progress, leave=False):
+        if p == "linear":
+            r = run_linear_probe(
+                fs.train, y_train, fs.test, y_test, classes, fs.name, Cs, seed, indices=idx
+            )
+        elif p == "knn":
+            r = run_knn_probe(fs.train, y_train, fs.test, y_test, classes, fs.name, seed=seed,
+                              indices=idx)
+        else:
+            raise RadJEPALabError(f"compare_encoders: unknown probe {p!r}; use 'linear' or 'knn'")
+        results[(fs.name, p)] = r
 
     def chosen(name: str, p: str) -> str | None:
         """The baseline of feature set ``name`` under probe ``p`` (the strongest candidate)."""

@@ -40,6 +40,7 @@ __all__ = [
     "dataset_fingerprint",
     "encode_tokens",
     "extract_features",
+    "neighbour_agreement",
     "pool_tokens",
     "project_2d",
     "save_npz",
@@ -390,3 +391,22 @@ def project_2d(
     if k < 2:
         c = np.concatenate([c, np.zeros((len(c), 1))], axis=1)
     return Projection(c.astype(np.float32), "pca", note)
+
+
+def neighbour_agreement(features: np.ndarray, values: Any, k: int = 10) -> tuple[float, float]:
+    """How often an image's ``k`` nearest neighbours (cosine, in the full feature space) share
+    its value of a categorical column, and what chance would give (the sum of squared class
+    frequencies). The number behind "this map groups images by X", without the distortions of
+    a 2-D projection."""
+    x = np.asarray(features, dtype=np.float64)
+    v = np.asarray(values)
+    if x.ndim != 2 or len(x) != len(v) or len(x) <= k:
+        raise RadJEPALabError(f"neighbour_agreement: need [N > k={k}, D] features and N values, "
+                              f"got {x.shape} and {v.shape}")
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -np.inf)
+    nn = np.argpartition(-sim, k, axis=1)[:, :k]
+    agree = float((v[nn] == v[:, None]).mean())
+    _, counts = np.unique(v, return_counts=True)
+    return agree, float(((counts / counts.sum()) ** 2).sum())

@@ -214,7 +214,7 @@ def evaluate_suite(
             if want_tok:
                 seg = evaluate_seg_head(ftr.tokens, data.train_masks, fte.tokens, data.test_masks,
                                         data.structures, epochs=seg_epochs, seed=seed,
-                                        keep_pred=True)
+                                        keep_pred=True, progress=progress)
                 out.dice[name] = seg.dice
                 out.seg_pred[name] = seg.pred[:4]
             if do_ret and pool_spec == pools[0]:
@@ -231,7 +231,8 @@ def evaluate_suite(
                 out.rankme[fs.name] = _rankme(fs.test)
         rows, results = compare_encoders(sets, data.train_labels, data.test_labels, data.classes,
                                          baseline=_pooled_baselines(baseline, sets, pool_spec),
-                                         probes=probes, n_resamples=n_resamples, seed=seed)
+                                         probes=probes, n_resamples=n_resamples, seed=seed,
+                                         progress=progress)
         for p in probes:
             chosen = {r.baseline for r in rows if r.probe == p and r.baseline}
             if chosen:

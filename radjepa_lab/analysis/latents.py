@@ -34,6 +34,7 @@ __all__ = [
     "build_patch_bank",
     "nearest_patch_crops",
     "pca_rgb",
+    "position_mean",
     "predict_latents",
 ]
 
@@ -54,10 +55,19 @@ class LatentResult:
     cosine_map: np.ndarray  # [gh, gw], NaN where no target patch
     rgb_predicted: np.ndarray  # [gh, gw, 3], NaN where no target patch
     rgb_target: np.ndarray  # [gh, gw, 3] every patch
+    # with a position mean: cosine of (token - mean token at its position), i.e. of what is
+    # specific to THIS image, and the PCA colours of those centred tokens
+    centered_cosine: np.ndarray | None = None  # [M, K]
+    centered: bool = False
 
     @property
     def mean_cosine(self) -> float:
         return float(self.cosine.mean())
+
+    @property
+    def mean_centered_cosine(self) -> float:
+        """Mean cosine after removing each position's average token (NaN without one)."""
+        return float("nan") if self.centered_cosine is None else float(self.centered_cosine.mean())
 
 
 def pca_rgb(
@@ -87,6 +97,29 @@ def pca_rgb(
     return out
 
 
+@torch.no_grad()
+def position_mean(target_encoder: nn.Module, images: np.ndarray, batch_size: int = 64,
+                  normalize_targets: bool = True) -> np.ndarray:
+    """The average target token at every patch position over ``images [B, H, W]``: ``[N, D]``.
+
+    Every token carries its position's sin-cos embedding, and the predictor is told the
+    positions it must fill, so much of a prediction can be "the usual token at that place".
+    Subtracting this mean (``predict_latents(..., position_mean=...)``) leaves what is specific
+    to one image.
+    """
+    imgs = np.asarray(images, np.float32)
+    if imgs.ndim != 3 or len(imgs) < 2:
+        raise RadJEPALabError(f"position_mean: images must be [B>=2, H, W], got {imgs.shape}")
+    dev = next(target_encoder.parameters()).device
+    total = None
+    with evaluating(target_encoder):
+        for a in range(0, len(imgs), batch_size):
+            h = target_encoder(torch.from_numpy(imgs[a : a + batch_size, None]).to(dev))
+            h = (layer_norm_targets(h) if normalize_targets else h).sum(0)
+            total = h if total is None else total + h
+    return (total / len(imgs)).cpu().numpy()
+
+
 def _sample_masks(grid: tuple[int, int], mask_cfg, seed: int) -> tuple[np.ndarray, np.ndarray]:
     from radjepa_lab.masks import MaskConfig, MultiBlockMaskSampler
 
@@ -106,12 +139,16 @@ def predict_latents(
     mask_cfg=None,
     seed: int = 0,
     normalize_targets: bool = True,
+    position_mean: np.ndarray | None = None,
 ) -> LatentResult:
     """Run one I-JEPA prediction step on one image and compare predictions with targets.
 
     Masks: pass ``context_idx`` ``[Nc]`` and ``target_idx`` ``[M, K]`` patch indices, or leave
     them ``None`` to draw them with ``masks.MultiBlockMaskSampler`` (``mask_cfg``, ``seed``).
     ``normalize_targets`` applies the layer norm I-JEPA applies to its regression targets.
+    With ``position_mean`` (:func:`position_mean`, ``[N, D]``) the result also holds the cosine
+    of the image-specific part (token minus the mean token at its position), and the PCA
+    colours show that part instead of the position gradient every token shares.
     """
     dev = next(context_encoder.parameters()).device
     x = as_image_batch(image, "predict_latents").to(dev)
@@ -145,8 +182,20 @@ def predict_latents(
     cos_map[covered] = (cmap[cnt > 0] / cnt[cnt > 0]).cpu().numpy()
     pred_mean = (pred_sum[cnt > 0] / cnt[cnt > 0, None]).cpu().numpy()
     h_np = h.cpu().numpy()
+    centered_cos = None
+    if position_mean is not None:
+        pm = torch.as_tensor(np.asarray(position_mean, np.float32), device=dev)
+        if tuple(pm.shape) != tuple(h.shape):
+            raise RadJEPALabError(f"predict_latents: position_mean must be {tuple(h.shape)} "
+                                  f"([patches, width] of this encoder), got {tuple(pm.shape)}")
+        centered_cos = F.cosine_similarity(pred - pm[tgt2], target - pm[tgt2], dim=-1)
+        centered_cos = centered_cos.cpu().numpy()
+        pm_np = pm.cpu().numpy()
+        h_show, pred_show = h_np - pm_np, pred_mean - pm_np[covered]
+    else:
+        h_show, pred_show = h_np, pred_mean
     # shared PCA basis: fitted on real target tokens AND predictions together
-    rgb_t, rgb_p = pca_rgb(np.concatenate([h_np, pred_mean]), h_np, pred_mean)
+    rgb_t, rgb_p = pca_rgb(np.concatenate([h_show, pred_show]), h_show, pred_show)
     rgb_pred = np.full((n, 3), np.nan)
     rgb_pred[covered] = rgb_p
     return LatentResult(
@@ -162,6 +211,8 @@ def predict_latents(
         cosine_map=cos_map.reshape(grid),
         rgb_predicted=rgb_pred.reshape(*grid, 3),
         rgb_target=rgb_t.reshape(*grid, 3),
+        centered_cosine=centered_cos,
+        centered=position_mean is not None,
     )
 
 

@@ -103,6 +103,7 @@ def train_seg_head(
     batch_size: int = 64,
     weight_decay: float = 1e-4,
     seed: int = 0,
+    progress: bool = False,
 ) -> tuple[LinearSegHead, list[float]]:
     """Train a :class:`LinearSegHead` with per-structure sigmoid BCE at image resolution.
 
@@ -130,7 +131,9 @@ def train_seg_head(
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     size = tuple(msk.shape[-2:])
     losses: list[float] = []
-    for _ in range(epochs):
+    from tqdm.auto import trange
+
+    for _ in trange(epochs, desc="segmentation head", disable=not progress, leave=False):
         perm = torch.randperm(len(tok), generator=gen)
         total = 0.0
         for a in range(0, len(tok), batch_size):
@@ -167,10 +170,12 @@ def evaluate_seg_head(
     keep_pred: bool = False,
     batch_size: int = 64,
     lr: float = 5e-2,
+    progress: bool = False,
 ) -> SegResult:
     """Fit the head on train tokens/masks and report Dice per structure on the test set."""
     head, losses = train_seg_head(
-        train_tokens, train_masks, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed
+        train_tokens, train_masks, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
+        progress=progress,
     )
     test_masks = np.asarray(as_numpy(test_masks), dtype=bool)
     pred = predict_masks(head, test_tokens, tuple(test_masks.shape[-2:]))

@@ -129,3 +129,29 @@ def as_image_batch(image: np.ndarray | torch.Tensor, where: str = "",
             f"got shape {tuple(x.shape)}"
         )
     return x
+
+
+def random_resized_crop(imgs: torch.Tensor, scale: tuple[float, float],
+                        generator: torch.Generator,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+    """I-JEPA's pretraining augmentation (RandomResizedCrop) on a whole batch ``[B, C, H, W]``.
+
+    Every image gets its own crop box, covering a fraction ``scale`` of its area with an aspect
+    ratio in ``ratio``, resized back to ``H x W`` by one bilinear ``grid_sample``. All numbers
+    come from ``generator``, so a step's crops are a pure function of its seed; torchvision's
+    transform draws from the global RNG and one box per call, hence this batched version.
+    """
+    b = imgs.shape[0]
+    u = torch.rand(3, b, generator=generator, dtype=torch.float64)
+    area = scale[0] + u[0] * (scale[1] - scale[0])
+    log_r = np.log(ratio[0]) + u[1] * (np.log(ratio[1]) - np.log(ratio[0]))
+    r = torch.exp(log_r)
+    w = torch.sqrt(area * r).clamp(max=1.0)  # box width and height as fractions of the image
+    h = torch.sqrt(area / r).clamp(max=1.0)
+    centre = torch.rand(2, b, generator=generator, dtype=torch.float64)
+    theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0], theta[:, 1, 1] = w, h
+    theta[:, 0, 2] = (centre[0] * 2 - 1) * (1 - w)  # box centre, anywhere the box fits
+    theta[:, 1, 2] = (centre[1] * 2 - 1) * (1 - h)
+    grid = F.affine_grid(theta.to(imgs.dtype), list(imgs.shape), align_corners=False)
+    return F.grid_sample(imgs, grid.to(imgs.device), mode="bilinear", align_corners=False)

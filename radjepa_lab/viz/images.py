@@ -128,11 +128,23 @@ def _patch_rect(ax, idx: int, grid: tuple[int, int], patch: int, colour: str, al
 
 
 def _draw_masks(ax, context_idx, target_idx, grid, patch):
+    from matplotlib.patches import Rectangle
+
     for i in np.asarray(context_idx).ravel():
         _patch_rect(ax, i, grid, patch, CONTEXT_COLOUR, 0.25)
     for m, block in enumerate(np.atleast_2d(np.asarray(target_idx))):
+        colour = TARGET_COLOURS[m % len(TARGET_COLOURS)]
         for i in block:
-            _patch_rect(ax, i, grid, patch, TARGET_COLOURS[m % len(TARGET_COLOURS)], 0.45)
+            _patch_rect(ax, i, grid, patch, colour, 0.3)
+        # each block's outline, inset by its number, so overlapping blocks stay visible
+        rows, cols = np.divmod(np.asarray(block), grid[1])
+        inset = 0.6 + 1.2 * m * patch / 16
+        x0, y0 = cols.min() * patch - 0.5 + inset, rows.min() * patch - 0.5 + inset
+        w = (cols.max() - cols.min() + 1) * patch - 2 * inset
+        h = (rows.max() - rows.min() + 1) * patch - 2 * inset
+        ax.add_patch(Rectangle((x0, y0), w, h, fill=False, edgecolor=colour, linewidth=1.6))
+        ax.text(x0 + 0.5, y0 + 0.5, str(m), color=colour, fontsize=7, va="top", ha="left",
+                fontweight="bold")
 
 
 def plot_mask_overlay(
@@ -197,11 +209,13 @@ def plot_sampled_masks(
 
 
 def plot_coverage(heatmap: np.ndarray, title: str = "How often each patch is a target",
-                  label: str = "fraction of samples"):
-    """Heat map over the patch grid (e.g. mask coverage), with a colourbar."""
+                  label: str = "fraction of samples", vmin: float | None = None,
+                  vmax: float | None = None):
+    """Heat map over the patch grid (e.g. mask coverage), with a colourbar. Pass the same
+    ``vmin``/``vmax`` to maps that are meant to be compared, so equal colours mean equal values."""
     fig, axes = new_figure(1, 1, (4.2, 3.6))
     ax = axes[0, 0]
-    im = ax.imshow(np.asarray(heatmap), cmap="viridis", origin="upper")
+    im = ax.imshow(np.asarray(heatmap), cmap="viridis", origin="upper", vmin=vmin, vmax=vmax)
     fig.colorbar(im, ax=ax, label=label)
     label_patch_grid(ax)
     ax.set_title(title)
@@ -214,16 +228,33 @@ def plot_latents(res: Any, synthetic: bool = False):
     ax = axes[0]
     show_xray(ax[0], res.image, "image + masks")
     _draw_masks(ax[0], res.context_idx, res.target_idx, res.grid, res.patch_size)
-    im = ax[1].imshow(res.cosine_map, cmap="RdYlGn", vmin=-1, vmax=1, origin="upper")
-    fig.colorbar(im, ax=ax[1], label="cosine(predicted, target)", shrink=0.8)
-    ax[1].set_title(f"cosine per target patch (mean {res.mean_cosine:.2f})", fontsize=9)
+    # the colour scale spans the values actually present (a fixed [-1, 1] scale paints
+    # cosines of 0.90 and 0.95 the same green); the colourbar says where they lie
+    centred = res.centered_cosine is not None
+    cmap_vals = res.cosine_map
+    if centred:
+        cmap_vals = np.full(res.grid[0] * res.grid[1], np.nan)
+        flat_idx, flat_cos = res.target_idx.reshape(-1), res.centered_cosine.reshape(-1)
+        for i in np.unique(flat_idx):
+            cmap_vals[i] = flat_cos[flat_idx == i].mean()
+        cmap_vals = cmap_vals.reshape(res.grid)
+    finite = cmap_vals[np.isfinite(cmap_vals)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (-1.0, 1.0)
+    if hi - lo < 0.05:
+        lo, hi = lo - 0.025, hi + 0.025
+    im = ax[1].imshow(cmap_vals, cmap="viridis", vmin=lo, vmax=hi, origin="upper")
+    what = "centred cosine" if centred else "cosine(predicted, target)"
+    fig.colorbar(im, ax=ax[1], label=what, shrink=0.8)
+    mean = res.mean_centered_cosine if centred else res.mean_cosine
+    ax[1].set_title(f"{what} per target patch\n(mean {mean:.2f})", fontsize=9)
     for a in ax[1:]:
         label_patch_grid(a)
+    part = "minus position mean, " if res.centered else ""
     ax[2].imshow(res.rgb_target, origin="upper")
-    ax[2].set_title("target latents (PCA→RGB)", fontsize=9)
+    ax[2].set_title(f"target latents\n({part}PCA→RGB)", fontsize=9)
     pred = np.where(np.isnan(res.rgb_predicted), 0.5, res.rgb_predicted)
     ax[3].imshow(pred, origin="upper")
-    ax[3].set_title("predicted latents (same PCA basis)", fontsize=9)
+    ax[3].set_title("predicted latents\n(same PCA basis)", fontsize=9)
     fig.suptitle(titled("Predicted vs target latents", synthetic))
     return fig
 

@@ -67,9 +67,7 @@ def plot_training_curves(
         if k == "loss" and pts and min(p[1] for p in pts) > 0:
             ax.set_yscale("log")
         ax.set_xlabel(x_key)
-        label = _curve_label(k)
-        ax.set_ylabel(label)
-        ax.set_title(label, fontsize=9)
+        ax.set_ylabel(_curve_label(k))  # one label per panel (a title too crowded the suptitle)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     return fig
@@ -110,7 +108,10 @@ def plot_embedding(
     m = (method or "").upper() or "2-D"
     ax.set_xlabel(f"{m} 1")
     ax.set_ylabel(f"{m} 2")
-    ax.set_title(titled(f"{title} ({m}), coloured by {label}", synthetic), fontsize=9)
+    import textwrap
+
+    full = titled(f"{title} ({m}), coloured by {label}", synthetic)
+    ax.set_title("\n".join(textwrap.wrap(full, 58)), fontsize=9)  # never cut off at the edges
     return fig
 
 

@@ -2,8 +2,8 @@
 
 Each widget only collects slider/dropdown values and calls a plain function from ``viz`` or
 ``analysis`` that notebooks also call directly (that direct call is what the notebook tests
-check). ipywidgets callbacks normally swallow exceptions; :func:`_render` prints the traceback
-into the widget's output area instead, so a student sees what went wrong.
+check). ipywidgets callbacks normally swallow exceptions; :func:`render_into` puts the
+traceback into the widget's output area instead, so a student sees what went wrong.
 """
 
 from __future__ import annotations
@@ -27,25 +27,39 @@ __all__ = [
 LABEL = {"description_width": "initial"}
 
 
+def _figure_output(fig: Any) -> dict[str, Any]:
+    """A matplotlib figure as one notebook display_data output (PNG + text)."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight", dpi=90)
+    return {"output_type": "display_data", "metadata": {},
+            "data": {"image/png": base64.b64encode(buf.getvalue()).decode("ascii"),
+                     "text/plain": repr(fig)}}
+
+
 def render_into(out: Any, make_figure: Callable[[], Any]) -> Any:
-    """Clear ``out`` (an ``ipywidgets.Output``), build a figure (or tuple) and display it there.
+    """Build a figure (or tuple of figures) and make it the whole content of ``out`` (an
+    ``ipywidgets.Output``), in ONE widget-state update.
 
-    Any exception is printed (with traceback) into ``out`` and returned instead of raised,
-    because ipywidgets would otherwise hide it in the browser console.
+    Setting ``out.outputs`` replaces the old pictures atomically. The usual
+    ``clear_output(wait=True)`` plus ``display()`` inside ``with out:`` routes every figure
+    through the kernel's output capture, and with two figures that capture intermittently
+    left headless clients (nbmake) waiting on an idle kernel. Any exception becomes the
+    traceback text in ``out`` and is returned instead of raised, because ipywidgets would
+    otherwise hide it in the browser console.
     """
-    from IPython.display import display
-
-    out.clear_output(wait=True)
-    with out:
-        try:
-            figs = make_figure()
-            for fig in figs if isinstance(figs, tuple | list) else (figs,):
-                display(fig)
-            return figs
-        except Exception as e:  # noqa: BLE001 - shown to the user, never swallowed silently
-            print(f"{type(e).__name__}: {e}")
-            traceback.print_exc()
-            return e
+    try:
+        figs = make_figure()
+        items = [_figure_output(f) for f in (figs if isinstance(figs, tuple | list) else (figs,))]
+        result: Any = figs
+    except Exception as e:  # noqa: BLE001 - shown to the user, never swallowed silently
+        text = f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
+        items = [{"output_type": "stream", "name": "stderr", "text": text}]
+        result = e
+    out.outputs = tuple(items)
+    return result
 
 
 _render = render_into
@@ -120,7 +134,7 @@ def attention_widget(encoder: Any, image: np.ndarray, synthetic: bool = True) ->
 
 def latent_widget(
     context_encoder: Any, predictor: Any, target_encoder: Any, image: np.ndarray,
-    synthetic: bool = True,
+    synthetic: bool = True, position_mean: np.ndarray | None = None,
 ) -> Any:
     """Patch picker for predicted-vs-target latents: predict a 2x2 block at (row, column).
 
@@ -150,7 +164,8 @@ def latent_widget(
 
     def make() -> Any:
         ctx, tgt = block_masks((gh, gw), row.value, col.value, (size.value, size.value))
-        res = predict_latents(context_encoder, predictor, target_encoder, image, ctx, tgt)
+        res = predict_latents(context_encoder, predictor, target_encoder, image, ctx, tgt,
+                              position_mean=position_mean)
         return plot_latents(res, synthetic)
 
     def update(*_: Any) -> None:
