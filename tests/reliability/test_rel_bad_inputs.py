@@ -228,11 +228,13 @@ def test_csv_rows_with_bad_paths_raise_or_skip(corpus: dict[str, Case], tmp_path
 def test_nan_images_never_reach_the_training_cache(tmp_path: Path) -> None:
     """A NaN/Inf image in an in-memory dataset must not be silently cast to 0 in the uint8
     cache: pretraining refuses it with a DataError naming the item."""
+    from radjepa_lab.config import with_steps
     from radjepa_lab.presets import get_preset
     from radjepa_lab.train import pretrain
 
     cfg = get_preset("smoke")
-    cfg.steps, cfg.monitor_batch = 2, 8
+    cfg.monitor_batch = 8
+    with_steps(cfg, 2)  # caps the warmup (pretrain checks the config)
     imgs = [{"img": torch.full((1, 32, 32), 0.5)} for _ in range(16)]
     imgs[5] = {"img": torch.full((1, 32, 32), float("nan"))}
     with pytest.raises(DataError, match=r"image 5 .*NaN/Inf"):

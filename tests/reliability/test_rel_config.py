@@ -12,7 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from corpus import BAD_CONFIGS
 
 from radjepa_lab.checkpoints import load_checkpoint, load_jepa, save_checkpoint
