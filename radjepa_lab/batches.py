@@ -142,11 +142,12 @@ def cache_dataset(dataset: Dataset, cfg: TrainConfig) -> torch.Tensor:
 
 def default_dataset(cfg: TrainConfig) -> Dataset:
     """The dataset ``cfg.data`` names: ``phantoms`` (``cfg.n_train`` of them, seeded by
-    ``cfg.seed``), a folder of images or a CSV manifest."""
+    ``cfg.seed``), a folder of images or a CSV manifest (only its path column is read:
+    pretraining needs no labels)."""
     from radjepa_lab.data.datasets import resolve_dataset
 
     return resolve_dataset(cfg.data, cfg.model.img_size, seed=cfg.seed, n=cfg.n_train,
-                           phantom_size=cfg.phantom_px, where="TrainConfig.data")
+                           phantom_size=cfg.phantom_px, where="TrainConfig.data", labels=False)
 
 
 def monitor_images(data: Dataset, cached: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
