@@ -171,15 +171,16 @@ def _apply_icc(im, p: Path, icc: bytes):
 
     from PIL import ImageCms
 
-    if im.mode not in ("L", "RGB", "RGBA", "P", "CMYK"):
+    base = {"LA": "L", "La": "L", "P": "RGB", "PA": "RGB", "RGBA": "RGB", "RGBa": "RGB"}.get(
+        im.mode, im.mode)  # alpha was checked opaque; palettes are RGB
+    if base not in ("L", "RGB", "CMYK"):
         raise ImageReadError(f"{p}: has an embedded ICC profile on a mode {im.mode} image, "
                              "which the kit cannot colour-manage; re-export it without the "
                              "profile or as 8-bit.")
     try:
         src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        rgb = im.convert("RGB") if im.mode == "P" else im
-        return ImageCms.profileToProfile(rgb, src, ImageCms.createProfile("sRGB"),
-                                         outputMode="RGB")
+        return ImageCms.profileToProfile(im.convert(base) if base != im.mode else im, src,
+                                         ImageCms.createProfile("sRGB"), outputMode="RGB")
     except (ImageCms.PyCMSError, OSError, ValueError) as e:
         raise ImageReadError(f"{p}: its embedded ICC profile cannot be applied ({e}); re-export "
                              "the image without the profile (or with one matching its "
