@@ -350,7 +350,8 @@ def resume_changes(saved: TrainConfig, cfg: TrainConfig, allow: Iterable[str],
             f"{where}: cannot resume with another model ({_fmt_changes(model)}); its weights "
             "only load into the model they were trained as. Resume with the original model "
             "settings, or start a new run in another folder.")
-    refused = {k: v for k, v in changes.items() if k not in set(allow) | set(RUNTIME_FIELDS)}
+    free = set(allow) | set(RUNTIME_FIELDS)
+    refused = {k: v for k, v in changes.items() if k not in free}
     if refused:
         hints = " ".join(f"--steps {b}" if k == "steps" else f"--set {shlex.quote(f'{k}={b!r}')}"
                          for k, (_, b) in refused.items())
@@ -412,8 +413,6 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
                      "changes": {k: list(v) for k, v in changes.items()}}
             history.append(event)
             append_metrics(metrics_path, event)
-    if info.is_main and not resume and metrics_path.exists():
-        metrics_path.unlink()
 
     # -- data
     data = dataset if dataset is not None else default_dataset(cfg)
@@ -432,14 +431,17 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
 
     loss_sum = torch.zeros((), device=device)
     n_in_window, t_window, done = 0, time.perf_counter(), start
-    if window is not None:
-        loss_sum, n_in_window = window["loss_sum"].to(device), int(window["n"])
+    if window is not None:  # each rank's loss sum of the logging window the stop interrupted
+        sums = window["loss_sums"]
+        loss_sum, n_in_window = sums[min(info.rank, len(sums) - 1)].to(device), int(window["n"])
 
     def checkpoint(step: int) -> None:
-        rngs = [rng_state()]
+        mine = (rng_state(), loss_sum.detach().cpu().clone())
+        ranks = [mine]
         if info.enabled:
-            rngs = [None] * info.world_size
-            torch.distributed.all_gather_object(rngs, rng_state())
+            ranks = [None] * info.world_size
+            torch.distributed.all_gather_object(ranks, mine)
+        rngs, sums = [r[0] for r in ranks], [r[1] for r in ranks]
         if info.is_main:
             save_checkpoint(ckpt_path, {
                 "format": CKPT_FORMAT, "version": CKPT_VERSION, "step": step,
@@ -448,8 +450,7 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
                 "target_encoder": target.state_dict(), "optimizer": opt.state_dict(),
                 "rng": rngs, "data": {"next_step": step, "seed": cfg.seed,
                                       "world_size": info.world_size,
-                                      "window": {"loss_sum": loss_sum.detach().cpu().clone(),
-                                                 "n": n_in_window}},
+                                      "window": {"loss_sums": sums, "n": n_in_window}},
             })
         jepa.last_ckpt, stop.saved = ckpt_path, (step, ckpt_path)
 
@@ -504,7 +505,7 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
                                         now=check or device.type != "cuda")
             if ckpt_due(done) or signum:
                 checkpoint(done)
-            if signum:
+            if signum and done < end:  # a signal during the last step lets the run finish
                 raise TrainingInterrupted(
                     f"interrupted by {stop.name(signum)} at step {done}: saved at step {done} "
                     f"({ckpt_path}); resume with `radjepa-lab pretrain ... --resume` (the same "

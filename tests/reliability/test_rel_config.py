@@ -37,14 +37,20 @@ def test_bad_config_from_the_command_line(tmp_path: Path, capsys: pytest.Capture
     assert not out.exists()  # refused before the run folder was made
 
 
-def _set(cfg: TrainConfig, item: str) -> None:
-    """Set the field of ``item`` WITHOUT validation (as Python code mutating a config does)."""
+def _parsed(item: str) -> tuple[list[str], str, object]:
+    """``"model.depth=3"`` -> (["model"], "depth", 3), parsed as ``--set`` parses it."""
     key, _, raw = item.partition("=")
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         value = raw
     *path, name = key.split(".")
+    return path, name, value
+
+
+def _set(cfg: TrainConfig, item: str) -> None:
+    """Set the field of ``item`` WITHOUT validation (as Python code mutating a config does)."""
+    path, name, value = _parsed(item)
     obj = cfg
     for part in path:
         obj = getattr(obj, part)
@@ -86,14 +92,8 @@ def kit_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_bad_config_stored_in_a_checkpoint(tmp_path: Path, kit_checkpoint: Path, item: str,
                                            field: str) -> None:
     state = copy.deepcopy(load_checkpoint(kit_checkpoint))
-    cfg_dict = state["config"]
-    key, _, raw = item.partition("=")
-    try:
-        value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw
-    *path, name = key.split(".")
-    target = cfg_dict
+    path, name, value = _parsed(item)
+    target = state["config"]
     for part in path:
         target = target[part]
     target[name] = list(value) if isinstance(value, tuple) else value

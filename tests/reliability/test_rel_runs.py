@@ -238,6 +238,24 @@ def test_a_signal_saves_a_resumable_checkpoint_and_resume_is_bit_exact(
                     ref_rows)
 
 
+class SignalOnRead(torch.utils.data.Dataset):
+    """``data``, sending ``sig`` to this process while the batch of 0-based ``step`` is read (an
+    uncached run reads the monitor images first, then ``batch_size`` items per step)."""
+
+    def __init__(self, data: list, cfg, step: int, sig: int) -> None:  # noqa: ANN001
+        self.data, self.sig, self.reads = data, sig, 0
+        self.at = cfg.monitor_batch + step * cfg.batch_size + 1
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> dict:
+        self.reads += 1
+        if self.reads == self.at:
+            os.kill(os.getpid(), self.sig)
+        return self.data[i]
+
+
 def test_library_interrupt_mid_window_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     """In-process: SIGINT while step 7's batch is drawn (logs at 1, 4, 6, 8; checkpoints at 6,
     12): pretrain saves step 7 with its open logging window, raises TrainingInterrupted and
@@ -245,21 +263,10 @@ def test_library_interrupt_mid_window_then_resume_equals_uninterrupted(tmp_path:
     data = blob_images(16)
     cfg = tiny_config(steps=12, ckpt_every=6, log_every=4, cache_data=False, monitor_batch=16)
     full = pretrain(cfg, tmp_path / "full", dataset=data, progress=False)
-    reads = [0]
-
-    class SignalOnRead:
-        def __len__(self) -> int:
-            return len(data)
-
-        def __getitem__(self, i: int) -> dict:
-            reads[0] += 1
-            if reads[0] == cfg.monitor_batch + 6 * cfg.batch_size + 1:  # 0-based step 6
-                os.kill(os.getpid(), signal.SIGINT)
-            return data[i]
-
     old = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted, match="at step 7: saved at step 7") as info:
-        pretrain(cfg, tmp_path / "run", dataset=SignalOnRead(), progress=False)
+        pretrain(cfg, tmp_path / "run", dataset=SignalOnRead(data, cfg, 6, signal.SIGINT),
+                 progress=False)
     assert signal.getsignal(signal.SIGINT) is old  # the caller's handler is back
     exc = info.value
     assert (exc.signum, exc.step) == (signal.SIGINT, 7)
@@ -270,6 +277,14 @@ def test_library_interrupt_mid_window_then_resume_equals_uninterrupted(tmp_path:
         == [(r["step"], r["loss"]) for r in full.history]
     for k, v in full.target_encoder.state_dict().items():
         assert torch.equal(v, rest.target_encoder.state_dict()[k]), k
+
+
+def test_a_signal_during_the_last_step_lets_the_run_finish(tmp_path: Path) -> None:
+    data = blob_images(16)
+    cfg = tiny_config(steps=4, ckpt_every=2, cache_data=False, monitor_batch=16)
+    res = pretrain(cfg, tmp_path / "run", dataset=SignalOnRead(data, cfg, 3, signal.SIGTERM),
+                   progress=False)  # the last step
+    assert res.steps_done == 4 and load_checkpoint(res.checkpoint)["step"] == 4
 
 
 def test_a_signal_before_the_first_step_saves_nothing_and_raises_at_once(tmp_path: Path) -> None:
