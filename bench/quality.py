@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = with_steps(apply_overrides(get_preset(a.preset), a.set), a.steps)
         print(f"pretraining preset {a.preset!r} for {cfg.steps} steps -> {out / 'pretrain'}")
         t0 = time.perf_counter()
-        res = pretrain(cfg, out / "pretrain", progress=not a.no_progress)
+        res = pretrain(cfg, out / "pretrain", progress=not a.no_progress, overwrite=True)
         train_s = time.perf_counter() - t0
         how = (f"--preset {a.preset}" + "".join(f" --set {s}" for s in a.set)
                + (f" --steps {a.steps}" if a.steps else "") + f" ({train_s:.0f} s)")

@@ -24,6 +24,7 @@ from radjepa_lab.data.datasets import close_loader
 from radjepa_lab.data.transforms import random_resized_crop, resize_batch
 from radjepa_lab.errors import DataError
 from radjepa_lab.masks import MaskBatch, MultiBlockMaskSampler
+from radjepa_lab.runs import worker_init
 
 __all__ = [
     "StepBatchSampler",
@@ -123,7 +124,7 @@ def cache_dataset(dataset: Dataset, cfg: TrainConfig) -> torch.Tensor:
         return _model_images(torch.stack([_item_image(it) for it in items]), size, chans)
 
     loader = DataLoader(dataset, batch_size=256, shuffle=False, num_workers=cfg.num_workers,
-                        collate_fn=collate)
+                        collate_fn=collate, worker_init_fn=worker_init)
     out = []
     it = iter(loader)
     try:
@@ -141,11 +142,12 @@ def cache_dataset(dataset: Dataset, cfg: TrainConfig) -> torch.Tensor:
 
 def default_dataset(cfg: TrainConfig) -> Dataset:
     """The dataset ``cfg.data`` names: ``phantoms`` (``cfg.n_train`` of them, seeded by
-    ``cfg.seed``), a folder of images or a CSV manifest."""
+    ``cfg.seed``), a folder of images or a CSV manifest (only its path column is read:
+    pretraining needs no labels)."""
     from radjepa_lab.data.datasets import resolve_dataset
 
     return resolve_dataset(cfg.data, cfg.model.img_size, seed=cfg.seed, n=cfg.n_train,
-                           phantom_size=cfg.phantom_px, where="TrainConfig.data")
+                           phantom_size=cfg.phantom_px, where="TrainConfig.data", labels=False)
 
 
 def monitor_images(data: Dataset, cached: torch.Tensor | None, cfg: TrainConfig) -> torch.Tensor:
@@ -224,7 +226,8 @@ def step_stream(dataset: Dataset, cached: torch.Tensor | None, cfg: TrainConfig,
     collate = _StepCollate(masks, cfg.seed, rank, cfg.model.img_size, cfg.model.in_chans)
     loader = DataLoader(_StepDataset(dataset), batch_sampler=_KeyedBatches(sampler),
                         collate_fn=collate, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+                        pin_memory=device.type == "cuda", persistent_workers=False,
+                        worker_init_fn=worker_init)  # workers ignore Ctrl-C (radjepa_lab.runs)
     it = iter(loader)
     try:
         for step, imgs, mb in it:

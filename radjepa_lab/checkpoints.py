@@ -15,6 +15,7 @@ pickled code.
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import random
@@ -27,8 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from radjepa_lab.config import TrainConfig, config_from_dict
-from radjepa_lab.errors import CheckpointError
+from radjepa_lab.config import ModelConfig, TrainConfig, config_from_dict
+from radjepa_lab.errors import CheckpointError, ConfigError, OutputError
 from radjepa_lab.models import Predictor, VisionTransformer, build_encoder, build_predictor
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
     "load_checkpoint",
     "load_encoder",
     "load_jepa",
+    "load_weights",
+    "require_entries",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
@@ -70,14 +73,16 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     plain containers, tensors and numbers so that ``weights_only`` loading accepts it.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             torch.save(state, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError.from_os(e, path, "the checkpoint") from e
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -140,21 +145,114 @@ def _check_kit(obj: Any, path: Path) -> dict[str, Any]:
 
 
 def checkpoint_config(state: Mapping[str, Any], where: Any = "checkpoint") -> TrainConfig:
-    """The TrainConfig stored in a loaded kit checkpoint."""
-    if "config" not in state:
+    """The TrainConfig stored in a loaded kit checkpoint, checked like any other config."""
+    if not isinstance(state.get("config"), Mapping):
         raise CheckpointError(f"{where}: no 'config' entry; was it written by the kit?")
-    return config_from_dict(state["config"])
-
-
-def _kit_network(state: Mapping[str, Any], key: str, where: Any) -> torch.nn.Module:
-    """Build the network stored under ``key`` (an encoder or the predictor) and load it."""
-    cfg = checkpoint_config(state, where)
-    net = build_predictor(cfg.model) if key == "predictor" else build_encoder(cfg.model)
     try:
-        net.load_state_dict(state[key])
-    except (KeyError, RuntimeError) as e:
+        return config_from_dict(dict(state["config"]))
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(
+            f"{where}: its stored config is invalid ({e}). The file was edited or written by "
+            "another tool; re-export it from the run that trained it."
+        ) from e
+
+
+def require_entries(state: Mapping[str, Any], keys: Sequence[str], where: Any,
+                    why: str) -> None:
+    """CheckpointError naming the entries ``why`` needs that ``state`` lacks."""
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise CheckpointError(f"{where}: missing {missing}, which {why} needs; an exported "
+                              "(inference-only) checkpoint cannot do this, use the run's own "
+                              "checkpoint.pt.")
+
+
+def _state_dict(state: Mapping[str, Any], key: str, where: Any) -> dict[str, torch.Tensor]:
+    """``state[key]`` as a state dict of finite tensors, or a CheckpointError naming the entry
+    or the tensor at fault (a NaN weight would poison every result silently)."""
+    sd = state.get(key)
+    if not isinstance(sd, Mapping) or not sd:
+        raise CheckpointError(f"{where}: no {key!r} weights (entries: {sorted(state)[:10]}).")
+    for name, t in sd.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{where}: {key}.{name} is a {type(t).__name__}, not a tensor.")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(
+                f"{where}: tensor {key}.{name} holds NaN/Inf values; the run diverged before "
+                "it was saved or the file is corrupt. Use an earlier checkpoint or retrain.")
+    return dict(sd)
+
+
+def _block_count(sd: Mapping[str, Any], what: str, where: Any) -> int:
+    """How many transformer blocks the weights hold (indices 0..n-1, none missing)."""
+    idx = {int(m.group(1)) for k in sd if (m := re.match(r"^blocks\.(\d+)\.", k))}
+    if idx != set(range(len(idx))):
+        gaps = sorted(set(range(max(idx, default=-1) + 1)) - idx)[:5]
+        raise CheckpointError(f"{where}: {what} blocks {gaps} are missing; the file is incomplete.")
+    return len(idx)
+
+
+def _check_shapes(sd: Mapping[str, torch.Tensor], model: ModelConfig, key: str,
+                  where: Any) -> None:
+    """The config's sizes against the stored tensors, BEFORE any network is built: a config
+    that asks for a network larger than its weights (a hostile or edited file) is refused
+    without allocating it. ``load_state_dict`` checks every remaining tensor afterwards."""
+    g = model.grid[0] * model.grid[1]
+    if key == "predictor":
+        d, depth = model.pred_embed_dim, model.pred_depth
+        want = {"predictor_embed.weight": (d, model.embed_dim), "pos_embed": (1, g, d),
+                "proj.weight": (model.embed_dim, d)}
+    else:
+        d, depth, p = model.embed_dim, model.depth, model.patch_size
+        want = {"patch_embed.proj.weight": (d, model.in_chans, p, p), "pos_embed": (1, g, d)}
+    want["blocks.0.mlp.fc1.weight"] = (int(d * model.mlp_ratio), d)
+    for name, shape in want.items():
+        got = sd.get(name)
+        if got is None:
+            raise CheckpointError(f"{where}: tensor {key}.{name} is missing; the file is "
+                                  "incomplete or not a kit checkpoint.")
+        if tuple(got.shape) != shape:
+            raise CheckpointError(
+                f"{where}: tensor {key}.{name} has shape {tuple(got.shape)} but the stored "
+                f"config asks for {shape}; config and weights disagree (the file was edited).")
+    n = _block_count(sd, key, where)
+    if n != depth:
+        raise CheckpointError(f"{where}: {key} has {n} blocks but the stored config asks for "
+                              f"{depth}; config and weights disagree (the file was edited).")
+
+
+def _load(net: torch.nn.Module, sd: dict[str, torch.Tensor], key: str,
+          where: Any) -> torch.nn.Module:
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError as e:  # missing or unexpected keys, or a shape timm decides
         raise CheckpointError(f"{where}: bad {key!r} weights ({e}); re-run training.") from e
     return net
+
+
+def _weights(state: Mapping[str, Any], key: str, model: ModelConfig,
+             where: Any) -> dict[str, torch.Tensor]:
+    sd = _state_dict(state, key, where)
+    _check_shapes(sd, model, key, where)
+    return sd
+
+
+def load_weights(net: torch.nn.Module, state: Mapping[str, Any], key: str, model: ModelConfig,
+                 where: Any) -> torch.nn.Module:
+    """Load ``state[key]`` into ``net`` (built from ``model``): finite tensors, shapes checked
+    against ``model``, every key present and none extra; CheckpointError otherwise."""
+    return _load(net, _weights(state, key, model, where), key, where)
+
+
+def _kit_networks(state: Mapping[str, Any], keys: Sequence[str],
+                  where: Any) -> dict[str, torch.nn.Module]:
+    """Build and load the networks stored under ``keys`` (encoders or the predictor); every
+    one's weights are checked against the stored config before any network is built."""
+    cfg = checkpoint_config(state, where)
+    sds = {key: _weights(state, key, cfg.model, where) for key in dict.fromkeys(keys)}
+    return {key: _load(build_predictor(cfg.model) if key == "predictor"
+                       else build_encoder(cfg.model), sd, key, where).eval()
+            for key, sd in sds.items()}
 
 
 @dataclass
@@ -178,10 +276,10 @@ def load_jepa(path: str | Path | Any) -> JEPAModels:
     path = Path(getattr(path, "path", path))
     state = load_checkpoint(path)
     context_from_target = "encoder" not in state and "exported" in state
-    nets = {key: _kit_network(state, key, path).eval()
-            for key in ("target_encoder", "predictor")}
-    nets["encoder"] = _kit_network(
-        state, "target_encoder" if context_from_target else "encoder", path).eval()
+    nets = _kit_networks(state, ("target_encoder", "predictor") + (
+        () if context_from_target else ("encoder",)), path)
+    if context_from_target:
+        nets["encoder"] = copy.deepcopy(nets["target_encoder"])
     return JEPAModels(nets["encoder"], nets["predictor"], nets["target_encoder"],
                       checkpoint_config(state),
                       {"path": str(path), "step": int(state.get("step", 0)),
@@ -357,7 +455,10 @@ def _timm_like_encoder(
     except KeyError as e:
         raise CheckpointError(f"{where}: missing key {e}; is this a ViT state dict?") from None
     dim, chans, p = w.shape[0], w.shape[1], w.shape[-1]
-    depth = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"^blocks\.(\d+)\.", k)))
+    depth = _block_count(sd, "encoder", where)
+    if depth == 0:
+        raise CheckpointError(f"{where}: no transformer blocks; is this a ViT state dict?")
+    _state_dict({"weights": sd}, "weights", where)  # finite tensors only
     heads = num_heads or _KNOWN_HEADS.get(dim, max(1, dim // 64))
     mlp_ratio = sd["blocks.0.mlp.fc1.weight"].shape[0] / dim
     has_cls = "cls_token" in sd
@@ -440,7 +541,7 @@ def load_encoder(
                 f"{where}: this exported checkpoint keeps only the EMA target encoder; "
                 "load it with which='target'."
             )
-        return _kit_network(_check_kit(obj, path), key, where).eval()
+        return _kit_networks(_check_kit(obj, path), (key,), where)[key]
     if kind == "ijepa":
         key = "target_encoder" if which == "target" else "encoder"
         if key not in obj:

@@ -8,11 +8,12 @@ are torch-free), so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from radjepa_lab.errors import RadJEPALabError
+from radjepa_lab.errors import RadJEPALabError, TrainingInterrupted
 from radjepa_lab.presets import PROFILES, preset_help
 
 
@@ -30,9 +31,14 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
     from radjepa_lab.train import pretrain
 
     cfg = with_steps(apply_overrides(get_preset(a.preset), a.set or []), a.steps)
-    if a.data != "phantoms":
+    if a.data is not None:
         cfg.data = a.data
-    res = pretrain(cfg, Path(a.out), resume=a.resume, progress=not a.no_progress)
+    # on --resume, what this command spells out counts as an explicit change of the run's config
+    allow = {item.partition("=")[0] for item in a.set or []}
+    allow |= {"steps", "warmup"} if a.steps is not None else set()  # --steps caps the warmup
+    allow |= {"data"} if a.data is not None else set()
+    res = pretrain(cfg, Path(a.out), resume=a.resume, progress=not a.no_progress,
+                   overwrite=a.overwrite, allow_changes=allow)
     print(f"checkpoint: {res.checkpoint}")
     print(f"metrics:    {Path(a.out) / 'metrics.jsonl'}")
     return 0
@@ -77,12 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("pretrain", help="I-JEPA pretraining with a named preset")
     s.add_argument("--preset", default="cpu", help=preset_help())
-    s.add_argument("--data", default="phantoms", help="'phantoms' or a folder / CSV manifest")
+    s.add_argument("--data", default=None,
+                   help="'phantoms' (the preset's default) or a folder / CSV manifest")
     s.add_argument("--out", required=True)
     s.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     s.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config field, e.g. --set lr=5e-4 --set model.depth=4")
-    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    s.add_argument("--resume", action="store_true",
+                   help="continue from OUT/checkpoint.pt (repeat the run's options; each option "
+                        "that changes its config must be given again explicitly)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an OUT that already holds a run (deletes it)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=_cmd_pretrain)
 
@@ -110,11 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resume_command(argv: Sequence[str]) -> str:
+    """The command that continues an interrupted ``pretrain`` (same options, plus --resume)."""
+    args = [x for x in argv if x != "--overwrite"]
+    return shlex.join(["radjepa-lab", *args, *([] if "--resume" in args else ["--resume"])])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; kit errors become a one-line message and exit code 2, not a traceback."""
+    """Run the CLI; kit errors become a one-line message and exit code 2, not a traceback. An
+    interrupted ``pretrain`` (Ctrl-C, SIGTERM) says where it saved and how to resume, and exits
+    128 + the signal number (130, 143) as shells expect."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except TrainingInterrupted as exc:
+        msg = str(exc).split("; resume with")[0]
+        if exc.checkpoint is not None:
+            msg += f"; resume with `{_resume_command(argv)}`"
+        print(f"radjepa-lab {args.command}: {msg}", file=sys.stderr)
+        return 128 + exc.signum
     except RadJEPALabError as exc:
         print(f"radjepa-lab {args.command}: error: {exc}", file=sys.stderr)
         return 2

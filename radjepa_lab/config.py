@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
+import math
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +27,12 @@ __all__ = [
     "MaskConfig",
     "ModelConfig",
     "TrainConfig",
+    "RUNTIME_FIELDS",
+    "Range",
     "apply_overrides",
+    "check_fields",
+    "config_diff",
+    "config_field_names",
     "config_from_dict",
     "config_to_dict",
     "native_bf16",
@@ -40,6 +49,145 @@ EQUALIZE = ("subsample", "truncate")
 # Keys that older kit checkpoints stored in their config and that now live in the preset
 # table (radjepa_lab.presets); they are recognised and dropped when such a file is read.
 LEGACY_TRAIN_KEYS = ("expected_minutes", "description")
+# Fields that change how a run is executed, not what it computes: a resumed run may change
+# them without asking (e.g. resuming a GPU run on another machine). Every other change needs
+# pretrain(allow_changes=...) / --set on the resume command.
+RUNTIME_FIELDS = ("device", "compile", "num_workers", "cache_data")
+
+
+# ----------------------------------------------------------------------------- allowed values
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed interval of a numeric knob: ``lo``/``hi`` (None = unbounded), each end closed
+    unless ``*_open``. Every float must also be finite."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def holds(self, x: float) -> bool:
+        if self.lo is not None and (x <= self.lo if self.lo_open else x < self.lo):
+            return False
+        return self.hi is None or (x < self.hi if self.hi_open else x <= self.hi)
+
+    def __str__(self) -> str:
+        def num(x: float) -> str:
+            return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+        if self.hi is None:
+            return f"{'>' if self.lo_open else '>='} {num(self.lo)}"
+        return (f"in {'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}"
+                f"{')' if self.hi_open else ']'}")
+
+
+POSITIVE, NON_NEGATIVE, AT_LEAST_1 = Range(0, lo_open=True), Range(0), Range(1)
+FRACTION = Range(0, 1, lo_open=True)  # a share of the patch grid
+SEED = Range(0, 2**31 - 1)
+
+# Each knob's allowed values, beside its type annotation (which the checks read too): a Range
+# for numbers (for a tuple: each element), a tuple of choices for strings. Knobs not listed
+# are only type-checked. check_fields() applies this table whenever a config is built, read
+# from a checkpoint, changed with --set, or handed to pretrain().
+LIMITS: dict[str, dict[str, Range | tuple[Any, ...]]] = {
+    "MaskConfig": {
+        "enc_scale": FRACTION, "pred_scale": FRACTION, "enc_aspect": POSITIVE,
+        "pred_aspect": POSITIVE, "n_targets": AT_LEAST_1, "min_keep": AT_LEAST_1,
+        "equalize": EQUALIZE, "max_tries": AT_LEAST_1,
+    },
+    "ModelConfig": {
+        "img_size": AT_LEAST_1, "patch_size": AT_LEAST_1, "in_chans": AT_LEAST_1,
+        "embed_dim": AT_LEAST_1, "depth": AT_LEAST_1, "num_heads": AT_LEAST_1,
+        "mlp_ratio": POSITIVE, "pred_embed_dim": AT_LEAST_1, "pred_depth": AT_LEAST_1,
+        "pred_num_heads": AT_LEAST_1, "patch_init": PATCH_INITS, "encoder_init": ENCODER_INITS,
+        "drop_path": Range(0, 1, hi_open=True), "init_std": POSITIVE, "norm_eps": POSITIVE,
+        "in_std": POSITIVE,
+    },
+    "TrainConfig": {
+        "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE,
+        "start_lr": NON_NEGATIVE, "final_lr": NON_NEGATIVE, "warmup": NON_NEGATIVE,
+        "wd": NON_NEGATIVE, "ema": Range(0, 1), "betas": Range(0, 1, hi_open=True),
+        "loss": LOSSES, "smooth_l1_beta": NON_NEGATIVE, "grad_clip": POSITIVE, "seed": SEED,
+        "phantom_size": AT_LEAST_1, "n_train": AT_LEAST_1, "log_every": AT_LEAST_1,
+        "ckpt_every": AT_LEAST_1, "monitor_batch": AT_LEAST_1, "bf16": (True, False, "auto"),
+        "num_workers": NON_NEGATIVE, "crop_scale": FRACTION,
+    },
+}
+# How the command line spells a section's fields, for the "fix it with --set" hint.
+_SET_PREFIX = {"MaskConfig": "masks.", "ModelConfig": "model.", "TrainConfig": ""}
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def _checked(value: Any, hint: Any, limit: Any) -> tuple[Any, str | None]:
+    """``value`` converted to ``hint`` (ints to float, lists to tuples), or the problem."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if isinstance(limit, tuple):  # choices (strings, or bf16's True/False/"auto")
+        ok = any(value is c or (isinstance(c, str) and value == c) for c in limit)
+        return value, None if ok else f"use one of {limit}"
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None, None
+        (hint,) = [a for a in args if a is not type(None)]
+        return _checked(value, hint, limit)
+    if origin is tuple:
+        if not isinstance(value, tuple | list) or len(value) != len(args):
+            return value, f"must be a tuple of {len(args)} values"
+        out = []
+        for v, h in zip(value, args, strict=True):
+            v, problem = _checked(v, h, limit)
+            if problem:
+                return value, f"element {v!r}: {problem}"
+            out.append(v)
+        return tuple(out), None
+    if dataclasses.is_dataclass(hint):
+        return value, None if isinstance(value, hint) else f"must be a {hint.__name__}"
+    if hint is bool:
+        return value, None if isinstance(value, bool) else "must be True or False"
+    if hint is str:
+        return value, None if isinstance(value, str) and value else "must be a non-empty string"
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return value, f"must be an integer, not {type(value).__name__}"
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return value, f"must be a number, not {type(value).__name__}"
+        value = float(value)
+        if not math.isfinite(value):
+            return value, "must be a finite number"
+    else:  # pragma: no cover - a new annotation kind; teach _checked about it
+        return value, f"has an annotation ({_type_name(hint)}) the checks do not know"
+    if isinstance(limit, Range) and not limit.holds(value):
+        return value, f"must be {limit}"
+    return value, None
+
+
+def check_fields(cfg: Any) -> None:
+    """Type- and range-check every field of one config dataclass against its annotation and
+    :data:`LIMITS` (normalising ints to floats and lists to tuples); ConfigError naming the
+    field, its value, the rule and the fix. Nested configs are checked by their own
+    ``__post_init__`` (see :func:`revalidate`)."""
+    name = type(cfg).__name__
+    limits = LIMITS.get(name, {})
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        fixed, problem = _checked(value, _hints(type(cfg))[f.name], limits.get(f.name))
+        if problem:
+            raise ConfigError(
+                f"{name}.{f.name}={value!r} is invalid: {problem}. Fix it in your config or "
+                f"with --set {_SET_PREFIX.get(name, '')}{f.name}=VALUE."
+            )
+        if fixed is not value:
+            setattr(cfg, f.name, fixed)
 
 
 @dataclass
@@ -64,20 +212,11 @@ class MaskConfig:
     max_tries: int = 200
 
     def __post_init__(self) -> None:
+        check_fields(self)
         for name in ("enc_scale", "pred_scale", "enc_aspect", "pred_aspect"):
             lo, hi = getattr(self, name)
-            setattr(self, name, (float(lo), float(hi)))
-            if not 0 < lo <= hi or (name.endswith("scale") and hi > 1):
-                raise ConfigError(
-                    f"MaskConfig.{name}=({lo}, {hi}) must satisfy 0 < low <= high"
-                    + (" <= 1." if name.endswith("scale") else ".")
-                )
-        if self.n_targets < 1:
-            raise ConfigError(f"MaskConfig.n_targets={self.n_targets} must be >= 1.")
-        if self.min_keep < 1:
-            raise ConfigError(f"MaskConfig.min_keep={self.min_keep} must be >= 1.")
-        if self.equalize not in EQUALIZE:
-            raise ConfigError(f"MaskConfig.equalize={self.equalize!r}: use one of {EQUALIZE}.")
+            if lo > hi:
+                raise ConfigError(f"MaskConfig.{name}=({lo}, {hi}) must satisfy low <= high.")
 
 
 @dataclass
@@ -110,14 +249,11 @@ class ModelConfig:
     in_std: float = 0.25
 
     def __post_init__(self) -> None:
-        if self.patch_init not in PATCH_INITS:
+        check_fields(self)
+        if self.patch_size > self.img_size:
             raise ConfigError(
-                f"ModelConfig.patch_init={self.patch_init!r} is unknown; use one of {PATCH_INITS}."
-            )
-        if self.encoder_init not in ENCODER_INITS:
-            raise ConfigError(
-                f"ModelConfig.encoder_init={self.encoder_init!r} is unknown; "
-                f"use one of {ENCODER_INITS}."
+                f"ModelConfig.patch_size={self.patch_size} is larger than "
+                f"img_size={self.img_size}; use a patch that fits the image."
             )
         if self.img_size % self.patch_size:
             raise ConfigError(
@@ -185,21 +321,16 @@ class TrainConfig:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ConfigError(f"TrainConfig.loss={self.loss!r} is unknown; use one of {LOSSES}.")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ConfigError("TrainConfig.steps and batch_size must be >= 1.")
-        if not 0 <= self.warmup <= self.steps:
+        check_fields(self)
+        if self.warmup > self.steps:
             raise ConfigError(
                 f"TrainConfig.warmup={self.warmup} must lie in [0, steps={self.steps}]."
             )
-        if not (0.0 <= self.ema[0] <= self.ema[1] <= 1.0):
+        if self.ema[0] > self.ema[1]:
             raise ConfigError(f"TrainConfig.ema={self.ema} must satisfy 0 <= start <= end <= 1.")
-        if self.crop_scale is not None and not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
+        if self.crop_scale is not None and self.crop_scale[0] > self.crop_scale[1]:
             raise ConfigError(f"TrainConfig.crop_scale={self.crop_scale} must satisfy "
-                              "0 < low <= high <= 1, or be None.")
-        if self.bf16 not in (True, False, "auto"):
-            raise ConfigError(f"TrainConfig.bf16={self.bf16!r}: use True, False or 'auto'.")
+                              "low <= high.")
 
     @property
     def phantom_px(self) -> int:
@@ -237,6 +368,27 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     model = _build(ModelConfig, dict(d.pop("model", {})), "config.model")
     masks = _build(MaskConfig, dict(d.pop("masks", {})), "config.masks")
     return _build(TrainConfig, {**d, "model": model, "masks": masks}, "config")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_field_names() -> set[str]:
+    """Every dotted field name (``lr``, ``model.depth``, ``masks.pred_scale`` ...)."""
+    return set(_flat(config_to_dict(TrainConfig())))
+
+
+def config_diff(old: TrainConfig, new: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """``{dotted field: (old value, new value)}`` for every field that differs."""
+    a, b = _flat(config_to_dict(old)), _flat(config_to_dict(new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -298,7 +450,11 @@ def resolve_device(device: Any = "auto") -> Any:
 
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device={device!r} is not a device name; use 'auto', 'cpu', 'cuda' "
+                          "or 'cuda:N'.") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             f"device={device!r} was requested but CUDA is not available; use 'auto' or 'cpu'."

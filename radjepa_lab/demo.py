@@ -413,7 +413,7 @@ def run_demo(out_dir: str | Path = "runs/demo", profile: str | None = None,
     timings: dict[str, Any] = {"profile": prof.name, "preset": prof.preset, "device": prof.device}
     cfg = prof.config
     t0 = time.perf_counter()
-    res = pretrain(cfg, out / "pretrain", progress=progress)
+    res = pretrain(cfg, out / "pretrain", progress=progress, overwrite=True)  # a rerun replaces it
     timings["pretrain_s"] = round(time.perf_counter() - t0, 1)
     how = (f"radjepa-lab pretrain --preset {prof.preset} ({cfg.steps} steps at batch "
            f"{cfg.batch_size}, {timings['pretrain_s'] / 60:.1f} min on this {prof.device})")

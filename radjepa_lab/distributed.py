@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -64,3 +65,25 @@ def mean_across_ranks(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+def from_main(obj: Any, info: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (e.g. the verdict on the run folder only rank 0 checks)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def max_across_ranks(value: int, info: DistInfo, device: torch.device, now: bool = True) -> int:
+    """The largest ``value`` over ranks (e.g. a signal one rank received). Under DDP it is
+    agreed only when ``now`` (the trainer's check steps: every step on CPU, log and checkpoint
+    steps on GPU, where a per-step host sync would cost); otherwise 0 until then."""
+    if not info.enabled:
+        return value
+    if not now:
+        return 0
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())

@@ -5,8 +5,11 @@ These numbers tell whether that is happening while a run trains (``train.py`` lo
 ``metrics.jsonl``), in an analysis notebook, and in the quality benchmark, from ONE
 implementation, so the three never disagree. Nothing here depends on the trainer.
 
-``metrics.jsonl`` holds one JSON object per logged step. :func:`read_metrics` is its only
-reader; it skips a line torn by a crash mid-write instead of failing.
+``metrics.jsonl`` holds one JSON object per logged step, and event records such as
+``{"step": s, "event": "config_change", "changes": {...}}`` (a resumed run that changed its
+config) that carry no loss or RankMe; every reader here takes the keys it needs with ``.get``.
+:func:`read_metrics` is its only reader; it skips a line torn by a crash mid-write instead of
+failing.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from radjepa_lab.errors import RadJEPALabError
+from radjepa_lab.errors import OutputError, RadJEPALabError
 
 __all__ = [
     "METRICS_NAME",
@@ -246,27 +249,33 @@ def read_metrics(path: str | Path, upto: int | None = None) -> list[dict[str, An
         if isinstance(row, dict):
             rows.append(row)
     if upto is not None:
-        rows = [r for r in rows if r.get("step", 0) <= upto]
+        rows = [r for r in rows if isinstance(r.get("step", 0), int | float)
+                and r.get("step", 0) <= upto]
     return rows
 
 
 def append_metrics(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one record as a JSON line."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    """Append one record as a JSON line (OutputError naming the file when the write fails)."""
+    try:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:
+        raise OutputError.from_os(e, path, "the metrics log") from e
 
 
 def write_metrics(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Replace the log with ``rows`` atomically (temp file, fsync, rename): a crash during
     the rewrite leaves the old log whole."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    path, tmp = Path(path), None
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write("".join(json.dumps(r) + "\n" for r in rows))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        raise OutputError.from_os(e, path, "the metrics log") from e
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)

@@ -14,7 +14,9 @@ The same loop runs on CPU, one GPU (bf16 autocast, optional ``torch.compile``) a
 torchrun/DDP. It never prints: metrics go to ``metrics.jsonl`` (:mod:`radjepa_lab.monitors`),
 to callbacks and to an optional tqdm bar. Checkpoints (:mod:`radjepa_lab.checkpoints`) hold
 every RNG state and the step stream is a pure function of (seed, step), so ``resume=True``
-reproduces an uninterrupted run.
+reproduces an uninterrupted run. The run folder is locked and never overwritten by accident,
+and Ctrl-C / SIGTERM stop a run after its current step with a resumable checkpoint
+(:mod:`radjepa_lab.runs`).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from __future__ import annotations
 import copy
 import math
 import random
+import shlex
 import time
-from collections.abc import Callable, Sequence
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,19 +44,31 @@ from radjepa_lab.checkpoints import (
     CKPT_FORMAT,
     CKPT_NAME,
     CKPT_VERSION,
+    checkpoint_config,
     load_checkpoint,
+    load_weights,
+    require_entries,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
 from radjepa_lab.config import (
+    RUNTIME_FIELDS,
     TrainConfig,
-    config_from_dict,
+    config_diff,
+    config_field_names,
     config_to_dict,
     resolve_device,
+    revalidate,
     use_bf16,
 )
-from radjepa_lab.errors import CheckpointError, ConfigError, TrainingError
+from radjepa_lab.errors import (
+    CheckpointError,
+    ConfigError,
+    RadJEPALabError,
+    TrainingError,
+    TrainingInterrupted,
+)
 from radjepa_lab.masks import MultiBlockMaskSampler
 from radjepa_lab.models import (
     Predictor,
@@ -71,6 +86,7 @@ from radjepa_lab.monitors import (
     read_metrics,
     write_metrics,
 )
+from radjepa_lab.runs import StopSignals, run_folder
 
 __all__ = [
     "JEPA",
@@ -81,6 +97,7 @@ __all__ = [
     "momentum_at",
     "param_groups",
     "pretrain",
+    "resume_changes",
     "wd_at",
 ]
 
@@ -263,38 +280,109 @@ def pretrain(
     progress: bool = True,
     *,
     max_steps: int | None = None,
+    overwrite: bool = False,
+    allow_changes: Iterable[str] = (),
 ) -> TrainResult:
     """Pretrain I-JEPA with ``cfg``; metrics in ``out_dir/metrics.jsonl``, checkpoint in
     ``out_dir/checkpoint.pt``.
 
     ``dataset`` yields dicts with ``"img"`` in [0, 1] (any size; resized to the model);
-    ``None`` uses ``cfg.data`` (phantoms or a folder). ``callbacks`` receive every logged
-    metrics dict. ``max_steps`` stops early (schedules still follow ``cfg.steps``) so a
-    long run can be split into sessions with ``resume=True``. Under ``torchrun`` each
+    ``None`` uses ``cfg.data`` (phantoms, a folder or a CSV manifest). ``callbacks`` receive
+    every logged metrics dict. ``max_steps`` stops early (schedules still follow ``cfg.steps``)
+    so a long run can be split into sessions with ``resume=True``. Under ``torchrun`` each
     process calls this function; rank 0 writes files.
+
+    A folder that already holds a run is refused unless ``resume`` (continue it) or
+    ``overwrite`` (replace it). A resumed run must use the checkpoint's config: each field it
+    changes must be named in ``allow_changes`` (dotted names such as ``"lr"`` or
+    ``"masks.pred_scale"``; the model never changes) and is logged to ``metrics.jsonl`` as a
+    ``config_change`` event. SIGINT (Ctrl-C) or SIGTERM stop the run after the current step with
+    a resumable checkpoint and raise :class:`~radjepa_lab.errors.TrainingInterrupted`.
     """
+    revalidate(cfg)  # a config changed attribute by attribute in Python is checked here
+    if resume and overwrite:
+        raise ConfigError("pretrain: resume=True and overwrite=True contradict each other; "
+                          "resume continues the run in the folder, overwrite replaces it.")
+    allow = set(allow_changes)
+    unknown = sorted(allow - config_field_names())
+    if unknown:
+        raise ConfigError(f"pretrain(allow_changes=...): {unknown} are not config fields; use "
+                          "dotted names such as 'lr' or 'masks.pred_scale'.")
     out = Path(out_dir)
     device = resolve_device(cfg.device)
     info = D.setup(device.type)
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     try:
-        return _run(cfg, out, dataset, resume, callbacks, progress, max_steps, device, info)
+        with ExitStack() as stack:
+            problem = None
+            try:  # only rank 0 checks and locks the folder; every rank learns the verdict
+                stack.enter_context(run_folder(out, (CKPT_NAME, METRICS_NAME), resume,
+                                               overwrite, lock=info.is_main))
+            except RadJEPALabError as e:
+                problem = e
+            problem = D.from_main(problem, info)
+            if problem is not None:
+                raise problem
+            stop = stack.enter_context(StopSignals())
+            return _run(cfg, out, dataset, resume, callbacks, progress, max_steps, device, info,
+                        allow, stop)
     finally:
         D.teardown(info)
 
 
+def _fmt_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+
+
+def resume_changes(saved: TrainConfig, cfg: TrainConfig, allow: Iterable[str],
+                   where: Any) -> dict[str, tuple[Any, Any]]:
+    """What a resumed run changes in the checkpoint's config, once every change is allowed.
+
+    A model change is always refused (the weights cannot load into another architecture);
+    runtime fields (:data:`~radjepa_lab.config.RUNTIME_FIELDS`) may change freely; any other
+    change must be in ``allow``. Raises CheckpointError / ConfigError listing old -> new.
+    """
+    changes = config_diff(saved, cfg)
+    model = {k: v for k, v in changes.items() if k.startswith("model.")}
+    if model:
+        raise CheckpointError(
+            f"{where}: cannot resume with another model ({_fmt_changes(model)}); its weights "
+            "only load into the model they were trained as. Resume with the original model "
+            "settings, or start a new run in another folder.")
+    free = set(allow) | set(RUNTIME_FIELDS)
+    refused = {k: v for k, v in changes.items() if k not in free}
+    if refused:
+        hints = " ".join(f"--steps {b}" if k == "steps" else f"--set {shlex.quote(f'{k}={b!r}')}"
+                         for k, (_, b) in refused.items())
+        raise ConfigError(
+            f"{where} was trained with another config: {_fmt_changes(refused)}. To resume the "
+            "run as it was, repeat the original run's options; to change these fields on "
+            f"purpose, allow each explicitly: give them on the resume command ({hints}) or "
+            f"pass pretrain(..., allow_changes={set(refused)}).")
+    return changes
+
+
 def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
          callbacks: Sequence[Callable[[dict[str, Any]], None]], progress: bool,
-         max_steps: int | None, device: torch.device, info: D.DistInfo) -> TrainResult:
+         max_steps: int | None, device: torch.device, info: D.DistInfo, allow: set[str],
+         stop: StopSignals) -> TrainResult:
     if cfg.batch_size % info.world_size:
         raise ConfigError(
             f"TrainConfig.batch_size={cfg.batch_size} must be divisible by the "
             f"{info.world_size} processes."
         )
     ckpt_path, metrics_path = out / CKPT_NAME, out / METRICS_NAME
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    state, changes = None, {}
+    if resume and ckpt_path.exists():  # check the checkpoint before building anything
+        state = load_checkpoint(ckpt_path)
+        require_entries(state, ("step", "encoder", "predictor", "target_encoder", "optimizer",
+                                "rng"), ckpt_path, "resuming a run")
+        changes = resume_changes(checkpoint_config(state, ckpt_path), cfg, allow, ckpt_path)
+        if int(state["step"]) > cfg.steps:
+            raise ConfigError(f"{ckpt_path} is at step {int(state['step'])}, beyond "
+                              f"steps={cfg.steps}; give a larger --steps to continue it.")
+        stop.saved = (int(state["step"]), ckpt_path)
     torch.manual_seed(cfg.seed + info.rank)
     np.random.seed(cfg.seed + info.rank)
     random.seed(cfg.seed + info.rank)
@@ -302,25 +390,29 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     jepa = JEPA(cfg, device, info)
     encoder, predictor, target, opt = jepa.encoder, jepa.predictor, jepa.target, jepa.opt
 
-    start = 0
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        saved = config_to_dict(config_from_dict(state["config"]))
-        if saved["model"] != config_to_dict(cfg)["model"]:
-            raise CheckpointError(f"{ckpt_path}: its model config differs from cfg.model.")
-        encoder.load_state_dict(state["encoder"])
-        predictor.load_state_dict(state["predictor"])
-        target.load_state_dict(state["target_encoder"])
-        opt.load_state_dict(state["optimizer"])
+    start, window = 0, None
+    if state is not None:
+        for key, net in (("encoder", encoder), ("predictor", predictor),
+                         ("target_encoder", target)):
+            load_weights(net, state, key, cfg.model, ckpt_path)
+        try:
+            opt.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{ckpt_path}: its optimizer state does not fit the "
+                                  f"model ({e}); the file is corrupt.") from e
         start = int(state["step"])
         set_rng_state(state["rng"][min(info.rank, len(state["rng"]) - 1)])
+        window = state.get("data", {}).get("window")  # a run stopped mid logging window
     history: list[dict[str, Any]] = []
     if info.is_main and resume:
         history = read_metrics(metrics_path, upto=start)  # later rows belong to a lost future
         if metrics_path.exists():
             write_metrics(metrics_path, history)
-    if info.is_main and not resume and metrics_path.exists():
-        metrics_path.unlink()
+        if changes:
+            event = {"step": start, "event": "config_change",
+                     "changes": {k: list(v) for k, v in changes.items()}}
+            history.append(event)
+            append_metrics(metrics_path, event)
 
     # -- data
     data = dataset if dataset is not None else default_dataset(cfg)
@@ -337,11 +429,19 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
 
         bar = tqdm(total=end, initial=start, desc="I-JEPA", unit="step", leave=True)
 
+    loss_sum = torch.zeros((), device=device)
+    n_in_window, t_window, done = 0, time.perf_counter(), start
+    if window is not None:  # each rank's loss sum of the logging window the stop interrupted
+        sums = window["loss_sums"]
+        loss_sum, n_in_window = sums[min(info.rank, len(sums) - 1)].to(device), int(window["n"])
+
     def checkpoint(step: int) -> None:
-        rngs = [rng_state()]
+        mine = (rng_state(), loss_sum.detach().cpu().clone())
+        ranks = [mine]
         if info.enabled:
-            rngs = [None] * info.world_size
-            torch.distributed.all_gather_object(rngs, rng_state())
+            ranks = [None] * info.world_size
+            torch.distributed.all_gather_object(ranks, mine)
+        rngs, sums = [r[0] for r in ranks], [r[1] for r in ranks]
         if info.is_main:
             save_checkpoint(ckpt_path, {
                 "format": CKPT_FORMAT, "version": CKPT_VERSION, "step": step,
@@ -349,62 +449,74 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
                 "encoder": encoder.state_dict(), "predictor": predictor.state_dict(),
                 "target_encoder": target.state_dict(), "optimizer": opt.state_dict(),
                 "rng": rngs, "data": {"next_step": step, "seed": cfg.seed,
-                                      "world_size": info.world_size},
+                                      "world_size": info.world_size,
+                                      "window": {"loss_sums": sums, "n": n_in_window}},
             })
+        jepa.last_ckpt, stop.saved = ckpt_path, (step, ckpt_path)
 
     def log_due(done: int) -> bool:
         # Every checkpoint closes a logging window and a resumed run logs nothing extra, so a
         # run killed and resumed from its checkpoint logs exactly the uninterrupted run's rows.
+        # (A run stopped by a signal saves its open window in the checkpoint instead.)
         return done % cfg.log_every == 0 or done in (end, 1) or ckpt_due(done)
 
     def ckpt_due(done: int) -> bool:
         return done % cfg.ckpt_every == 0 or done == end
 
-    loss_sum = torch.zeros((), device=device)
-    n_in_window, t_window, done = 0, time.perf_counter(), start
     jepa.since = start
     jepa.last_ckpt = ckpt_path if ckpt_path.exists() and resume else None
     batches = step_stream(data, cached, cfg, start, masks, device, info.rank, info.world_size)
-    for step, imgs, mb in batches:
-        if step >= end:
-            break
-        ctx, tgt = h2d(mb.context, device), h2d(mb.targets, device)
-        check = log_due(step + 1) or ckpt_due(step + 1)
-        loss, grad_norm = jepa.step(step, imgs, ctx, tgt, check=check)
-        lr, wd, m = lr_at(step, cfg), wd_at(step, cfg), momentum_at(step, cfg)
-        loss_sum += loss.detach()
-        n_in_window += 1
-        done = step + 1
-        if bar is not None:
-            bar.update(1)
+    stop.in_loop = True
+    try:
+        for step, imgs, mb in batches:
+            if step >= end:
+                break
+            ctx, tgt = h2d(mb.context, device), h2d(mb.targets, device)
+            check = log_due(step + 1) or ckpt_due(step + 1)
+            loss, grad_norm = jepa.step(step, imgs, ctx, tgt, check=check)
+            lr, wd, m = lr_at(step, cfg), wd_at(step, cfg), momentum_at(step, cfg)
+            loss_sum += loss.detach()
+            n_in_window += 1
+            done = step + 1
+            if bar is not None:
+                bar.update(1)
 
-        if log_due(done):
-            mean_loss = float(D.mean_across_ranks(loss_sum, info)) / n_in_window
-            elapsed = time.perf_counter() - t_window
-            rec: dict[str, Any] = {
-                "step": done, "loss": mean_loss, "lr": lr, "wd": wd, "momentum": m,
-                "imgs_per_s": cfg.batch_size * n_in_window / max(elapsed, 1e-9),
-                "ctx_tokens": int(ctx.shape[1]), "tgt_tokens": int(tgt.shape[2]),
-            }
-            if grad_norm is not None:
-                rec["grad_norm"] = float(grad_norm)
-            if info.is_main:
-                rec.update(collapse_monitors(target, mon_imgs, jepa.autocast))
-                history.append(rec)
-                append_metrics(metrics_path, rec)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", rankme=f"{rec['rankme']:.1f}")
-                for cb in callbacks:
-                    cb(rec)
-            loss_sum.zero_()
-            n_in_window, t_window = 0, time.perf_counter()
-        if ckpt_due(done):
-            checkpoint(done)
-            jepa.last_ckpt = ckpt_path
-        if done >= end:
-            break
-    if bar is not None:
-        bar.close()
+            if log_due(done):
+                mean_loss = float(D.mean_across_ranks(loss_sum, info)) / n_in_window
+                elapsed = time.perf_counter() - t_window
+                rec: dict[str, Any] = {
+                    "step": done, "loss": mean_loss, "lr": lr, "wd": wd, "momentum": m,
+                    "imgs_per_s": cfg.batch_size * n_in_window / max(elapsed, 1e-9),
+                    "ctx_tokens": int(ctx.shape[1]), "tgt_tokens": int(tgt.shape[2]),
+                }
+                if grad_norm is not None:
+                    rec["grad_norm"] = float(grad_norm)
+                if info.is_main:
+                    rec.update(collapse_monitors(target, mon_imgs, jepa.autocast))
+                    history.append(rec)
+                    append_metrics(metrics_path, rec)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{mean_loss:.4f}", rankme=f"{rec['rankme']:.1f}")
+                    for cb in callbacks:
+                        cb(rec)
+                loss_sum.zero_()
+                n_in_window, t_window = 0, time.perf_counter()
+            signum = D.max_across_ranks(stop.signum or 0, info, device,
+                                        now=check or device.type != "cuda")
+            if ckpt_due(done) or signum:
+                checkpoint(done)
+            if signum and done < end:  # a signal during the last step lets the run finish
+                raise TrainingInterrupted(
+                    f"interrupted by {stop.name(signum)} at step {done}: saved at step {done} "
+                    f"({ckpt_path}); resume with `radjepa-lab pretrain ... --resume` (the same "
+                    "options), in Python pretrain(..., resume=True).", done, ckpt_path, signum)
+            if done >= end:
+                break
+    finally:
+        stop.in_loop = False
+        batches.close()  # stop DataLoader workers now, also when the loop raised
+        if bar is not None:
+            bar.close()
     D.barrier(info)
     for mod in (encoder, target, predictor):
         mod.eval()
@@ -412,5 +524,5 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
         history=history, checkpoint=jepa.last_ckpt, out_dir=out, steps_done=done,
         encoder=encoder.cpu(), target_encoder=target.cpu(), predictor=predictor.cpu(),
         info={"device": str(device), "world_size": info.world_size, "start_step": start,
-              "bf16": jepa.bf16},
+              "bf16": jepa.bf16, "config_changes": changes},
     )

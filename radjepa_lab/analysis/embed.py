@@ -2,7 +2,8 @@
 
 Every downstream analysis (probes, kNN, UMAP, segmentation, retrieval) starts from the same
 arrays, so they are computed once per (weights, data, preprocessing, pooling) and cached as an
-``.npz`` file whose name is a hash of all four. Extraction streams the dataset through a
+``.npz`` file whose name is a hash of all four; the data's part covers every item
+(:func:`dataset_fingerprint`), so a changed image can never return stale features. Extraction streams the dataset through a
 DataLoader and keeps only the features, never the images.
 
 Pooling options (why more than one): a global average throws away *where* things are, and
@@ -79,11 +80,12 @@ def _simple(v: Any) -> Any:
 
 
 def dataset_fingerprint(dataset: Any) -> str:
-    """A string that changes when the dataset's content or configuration changes.
+    """A string that changes when any item of the dataset, or its configuration, changes.
 
-    Uses ``dataset.fingerprint()`` when the dataset provides one; otherwise its class, length,
-    simple public attributes (n, seed, size, config dataclasses, paths...), a hash of
-    ``.labels`` and of the images of its first, middle and last item.
+    Uses ``dataset.fingerprint()`` when the dataset provides one (file datasets: every file's
+    path, size and mtime; in-memory arrays: a hash of all bytes; phantoms: generator version,
+    config and seed). Any other dataset is hashed item by item (every image and label), with
+    its class, length and simple public attributes: slower, never stale.
     """
     fp = getattr(dataset, "fingerprint", None)
     if callable(fp):
@@ -93,12 +95,15 @@ def dataset_fingerprint(dataset: Any) -> str:
     attrs = {k: _simple(v) for k, v in vars(dataset).items() if not k.startswith("_")}
     attrs = {k: v for k, v in attrs.items() if v is not None}
     h.update(json.dumps([type(dataset).__qualname__, n, attrs], sort_keys=True).encode())
-    labels = getattr(dataset, "labels", None)
-    if isinstance(labels, np.ndarray):
-        h.update(np.ascontiguousarray(labels).tobytes())
-    for i in sorted({0, n // 2, n - 1} if n else set()):
-        img = dataset[i]["img"]
-        h.update(np.ascontiguousarray(np.asarray(img, dtype=np.float32)).tobytes())
+    for i in range(n):
+        item = dataset[i]
+        parts = ([item.get("img"), item.get("lab")] if isinstance(item, dict)
+                 else list(item) if isinstance(item, list | tuple) else [item])
+        for value in parts:
+            try:
+                h.update(np.ascontiguousarray(np.asarray(value, dtype=np.float32)).tobytes())
+            except (TypeError, ValueError):  # a path, a report, None
+                h.update(repr(value).encode())
     return h.hexdigest()
 
 

@@ -10,7 +10,10 @@ uses; :func:`dataset_eval_data` splits any labelled kit dataset.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,31 +101,68 @@ def phantom_eval_data(
     )
 
 
+def _duplicate_groups(keys: list[tuple[str | None, str]]) -> list[int]:
+    """Group id of each item: items sharing a path or a content hash (transitively) share one."""
+    parent = list(range(len(keys)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for i, (path, digest) in enumerate(keys):
+        for key in ((("path", path),) if path else ()) + (("hash", digest),):
+            j = first.setdefault(key, i)
+            parent[find(i)] = find(j)
+    return [find(i) for i in range(len(keys))]
+
+
 def dataset_eval_data(
     dataset: Any, size: int, test_fraction: float = 0.25, seed: int = 0, max_items: int | None = None
 ) -> EvalData:
     """Split any kit dataset (dict items with ``img`` and ``lab``) into probe train/test sets.
 
     The images are loaded once (resized to ``size``); only labelled classification is possible
-    (no masks or reports).
+    (no masks or reports). Duplicates (the same path, or the same pixels under another name) are
+    kept on one side of the split, so a probe is never tested on an image it was trained on; a
+    ``UserWarning`` gives their number.
     """
     n = len(dataset) if max_items is None else min(len(dataset), max_items)
     if n < 8:
         raise RadJEPALabError(f"dataset_eval_data: need at least 8 labelled images, got {n}")
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(dataset))[:n]
-    imgs, labs = [], []
+    imgs, labs, keys = [], [], []
     for i in order:
         item = dataset[int(i)]
         img = torch.as_tensor(item["img"]).float()
         img = img.mean(0) if img.ndim == 3 else img
-        imgs.append(resize_batch(img.numpy()[None], size)[0])
+        raw = np.ascontiguousarray(img.numpy())
+        keys.append((item.get("path"), hashlib.sha1(raw.tobytes()).hexdigest()))
+        imgs.append(resize_batch(raw[None], size)[0])
         labs.append(np.asarray(item["lab"], np.float32))
     imgs_a, labs_a = np.stack(imgs), np.stack(labs)
     n_test = max(1, int(round(test_fraction * n)))
+    group = _duplicate_groups(keys)
+    n_dup = n - len(set(group))
+    if n_dup:
+        warnings.warn(f"dataset_eval_data: {n_dup} of {n} images duplicate another (same path "
+                      "or same pixels); each set of duplicates is kept on one side of the "
+                      "probe split.", UserWarning, stacklevel=2)
+    sizes = Counter(group)
+    test_groups: set[int] = set()
+    taken = 0
+    for g in sizes:  # groups in the shuffled order of their first member
+        if taken >= n_test:
+            break
+        test_groups.add(g)
+        taken += sizes[g]
+    is_test = np.array([g in test_groups for g in group])
     classes = list(getattr(dataset, "pathologies", [f"label_{j}" for j in range(labs_a.shape[1])]))
-    return EvalData(imgs_a[n_test:], labs_a[n_test:], imgs_a[:n_test], labs_a[:n_test], classes,
-                    info={"n": n, "seed": seed, "size": size})
+    return EvalData(imgs_a[~is_test], labs_a[~is_test], imgs_a[is_test], labs_a[is_test], classes,
+                    info={"n": n, "seed": seed, "size": size, "n_duplicates": n_dup})
 
 
 @dataclass

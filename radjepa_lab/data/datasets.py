@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import math
+import os
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -120,6 +122,22 @@ class _FileDataset(Dataset):
         raise DataError(f"{type(self).__name__}: every one of the {n} files failed to load; "
                         f"first error: {self.skipped[0][1] if self.skipped else '?'}")
 
+    def fingerprint(self) -> str:
+        """Every file's path, size and modification time (ns), the labels and the
+        preprocessing: editing, adding or removing any one image changes it (the embedding
+        cache's key), without reading a single pixel."""
+        h = hashlib.sha256(json.dumps([type(self).__qualname__, self.size, self.mode,
+                                       self.equalize, self.apply_voi, self.on_error,
+                                       self.pathologies]).encode())
+        h.update(np.ascontiguousarray(self.labels).tobytes())
+        for p in self.paths:
+            try:
+                st = p.stat()
+                h.update(f"{os.path.abspath(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+            except OSError:
+                h.update(f"{os.path.abspath(p)}|missing\n".encode())
+        return h.hexdigest()
+
     def _skip(self, path: str, reason: str) -> None:
         """Record a bad file once, however often it is met (retries of neighbouring items,
         epochs, ``scan``), so ``skip_report`` counts files, not encounters."""
@@ -148,53 +166,121 @@ class _FileDataset(Dataset):
                 "reasons": dict(reasons)}
 
 
+def _walk(root: Path) -> tuple[list[Path], list[tuple[str, str]]]:
+    """Every file under ``root`` (following folder links once each) and every folder that
+    could not be listed, as ``(folder, reason)``: ``Path.rglob`` skips those silently."""
+    files: list[Path] = []
+    problems: list[tuple[str, str]] = []
+    seen: set[tuple[int, int]] = set()
+
+    def onerror(e: OSError) -> None:
+        problems.append((str(e.filename or root), e.strerror or str(e)))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:  # a link back up the tree
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        files += [Path(dirpath) / f for f in filenames]
+    return sorted(files), problems
+
+
 class FolderDataset(_FileDataset):
     """Every radiograph under ``root`` (recursive; DICOM and PNG/JPEG/TIFF mixed; unlabelled).
 
     A file is taken when its suffix is an image/DICOM suffix, or when it has no suffix and
-    carries the DICOM magic (PACS exports often have names like ``IM0001``).
+    carries the DICOM magic (PACS exports often have names like ``IM0001``). DICOMDIR files
+    (media directory indexes) are left out. A subfolder that cannot be listed (permissions)
+    follows ``on_error``: ``"raise"`` names it in a DataError, ``"skip"`` warns and records it
+    in ``.skipped`` like a bad file.
     """
 
     def __init__(self, root: str | Path, size: int = 128, mode: str = "pad",
                  equalize: bool = False, on_error: OnError = "raise",
                  apply_voi: bool = True) -> None:
-        from radjepa_lab.data.dicom import is_dicom
+        from radjepa_lab.data.dicom import is_dicom, is_dicomdir
 
+        _check_on_error(on_error)
         root = Path(root)
         if not root.exists():
             raise DataError(f"{root}: folder does not exist. Check the path (cwd is {Path.cwd()}).")
         if not root.is_dir():
             raise DataError(f"{root}: is a file, not a folder; use load_image() for one file.")
         suffixes = set(IMAGE_SUFFIXES) | set(DICOM_SUFFIXES)
-        paths = sorted(
-            p for p in root.rglob("*")
-            if p.is_file() and not p.name.startswith(".")
-            and (p.suffix.lower() in suffixes or (p.suffix == "" and is_dicom(p)))
-        )
+        files, unlisted = _walk(root)
+        if unlisted and on_error == "raise":
+            folder, reason = unlisted[0]
+            raise DataError(f"{folder}: cannot list this folder ({reason}), so its images would "
+                            "be missed. Fix its permissions (chmod +rx) or pass on_error='skip' "
+                            "to leave it out.")
+        paths = [
+            p for p in files
+            if not p.name.startswith(".") and p.name.upper() != "DICOMDIR"
+            and (p.suffix.lower() in suffixes
+                 or (p.suffix == "" and is_dicom(p) and not is_dicomdir(p)))
+        ]
         if not paths:
             raise DataError(f"{root}: no radiographs found (searched recursively for "
                             f"{sorted(suffixes)} and suffix-less DICOM files).")
         self.root = root
         super().__init__(paths, np.zeros((len(paths), 0), np.float32), [], size, mode, equalize,
                          on_error, apply_voi)
+        for folder, reason in unlisted:
+            self.skipped.append((folder, f"{folder}: cannot list this folder ({reason})"))
+            warnings.warn(f"FolderDataset: skipped the folder {folder}: cannot list it "
+                          f"({reason})", UserWarning, stacklevel=2)
 
 
 _LABEL_VALUES = {"0": 0.0, "1": 1.0, "-1": -1.0, "0.0": 0.0, "1.0": 1.0, "-1.0": -1.0,
                  "": math.nan, "nan": math.nan, "NaN": math.nan, "NA": math.nan}
+# Spellings that are clearly meant as labels but are not the kit's: refused with a hint, never
+# read as metadata (which would drop the column from the labels without a word).
+_LABEL_WORDS = {"yes", "no", "y", "n", "true", "false", "t", "f", "positive", "negative",
+                "pos", "neg", "present", "absent"}
+_LABEL_RULE = "is not one of 0, 1, -1 (uncertain) or empty/NaN (unknown)"
 
 
 def _parse_label(value: str) -> float | None:
     return _LABEL_VALUES.get(value.strip())
 
 
+def _is_label_column(name: str, values: list[tuple[int, str]], csv_path: Path) -> bool:
+    """Whether a column (``[(line, value)]``) holds labels, for ``label_cols=None``: all values
+    are labels -> yes; a yes/no/true/false spelling, or a column whose values are mostly labels
+    with a stray one (a typo) -> ManifestError naming the first unreadable value; other text or
+    numbers -> metadata."""
+    bad = [(n, v) for n, v in values if _parse_label(v) is None]
+    if not bad:
+        return True
+    known = sum(1 for _, v in values if _parse_label(v) is not None and v.strip())
+    words = [(n, v) for n, v in bad if v.strip().lower() in _LABEL_WORDS]
+    if words or known > len(bad):  # mostly labels: the rest are typos, not metadata
+        n, v = (words or bad)[0]
+        raise ManifestError(f"{csv_path}: column {name!r}, line {n}: label {v!r} {_LABEL_RULE}. "
+                            f"{_label_hint(v)}")
+    return False
+
+
+def _label_hint(value: str) -> str:
+    if value.strip().lower() in _LABEL_WORDS:
+        return "Write yes/true/positive as 1 and no/false/negative as 0."
+    return "Fix the value, or leave the cell empty for unknown."
+
+
 class CSVDataset(_FileDataset):
     """Images listed in a CSV manifest: one path column plus label columns.
 
-    Labels must be 0, 1, -1 (uncertain) or empty/NaN (unknown); anything else raises
-    :class:`ManifestError` naming the column, the line and the value. ``uncertain`` maps -1 to
-    NaN (default, "don't train on it"), 0 or 1. Relative paths are resolved against ``root``
-    (default: the CSV's folder). ``label_cols=None`` takes every column whose values are all
-    valid labels. Lines starting with ``#`` are comments.
+    Labels must be 0, 1, -1 (uncertain) or empty/NaN/NA (unknown); nothing else is read as a
+    label: ``yes``/``no``, ``true``/``false`` and typos raise :class:`ManifestError` naming the
+    file, the column, the line and the value. ``uncertain`` maps -1 to NaN (default, "don't
+    train on it"), 0 or 1. Relative paths are resolved against ``root`` (default: the CSV's
+    folder). ``label_cols=None`` takes every column whose values are all labels; a column of
+    other text or numbers (age, a seed, a report) is metadata, listed in ``.metadata_columns``;
+    a column that looks like labels but holds an unreadable value raises. ``label_cols=[]``
+    reads no labels (pretraining). The file is UTF-8 (a byte-order mark is fine); lines
+    starting with ``#`` are comments.
     """
 
     def __init__(self, csv_path: str | Path, path_col: str = "path",
@@ -207,48 +293,80 @@ class CSVDataset(_FileDataset):
             raise ManifestError(f"{csv_path}: manifest does not exist.")
         if uncertain not in ("nan", "zero", "one"):
             raise ManifestError(f"{csv_path}: uncertain={uncertain!r}; use 'nan', 'zero' or 'one'.")
-        with open(csv_path, newline="") as f:
-            lines = [(n, line) for n, line in enumerate(f, start=1)
-                     if line.strip() and not line.lstrip().startswith("#")]
-        if not lines:
-            raise ManifestError(f"{csv_path}: manifest is empty (no header row).")
-        reader = csv.reader([line for _, line in lines])
-        header = [h.strip() for h in next(reader)]
-        rows = list(reader)
-        line_no = [n for n, _ in lines[1:]]
+        header, rows, line_no = _read_csv(csv_path)
         if path_col not in header:
             raise ManifestError(f"{csv_path}: path column {path_col!r} is missing; columns are "
                                 f"{header}. Pass path_col=...")
+        if not rows:
+            raise ManifestError(f"{csv_path}: manifest has a header but no rows.")
+        for row, n in zip(rows, line_no, strict=True):
+            if len(row) != len(header):
+                raise ManifestError(f"{csv_path}: line {n} has {len(row)} fields, header has "
+                                    f"{len(header)}.")
+        pi = header.index(path_col)
         if label_cols is None:
-            label_cols = [h for k, h in enumerate(header) if h != path_col and rows and all(
-                k < len(r) and _parse_label(r[k]) is not None for r in rows)]
+            label_cols = [h for k, h in enumerate(header) if k != pi and _is_label_column(
+                h, [(n, r[k]) for r, n in zip(rows, line_no, strict=True)], csv_path)]
         missing = [c for c in label_cols if c not in header]
         if missing:
             raise ManifestError(f"{csv_path}: label column(s) {missing} missing; columns are "
                                 f"{header}.")
-        if not rows:
-            raise ManifestError(f"{csv_path}: manifest has a header but no rows.")
-        pi = header.index(path_col)
         li = [header.index(c) for c in label_cols]
         labels = np.full((len(rows), len(li)), np.nan, np.float32)
         for r, (row, n) in enumerate(zip(rows, line_no, strict=True)):
-            if len(row) != len(header):
-                raise ManifestError(f"{csv_path}: line {n} has {len(row)} fields, header has "
-                                    f"{len(header)}.")
+            if not row[pi].strip():
+                raise ManifestError(f"{csv_path}: line {n}: the {path_col!r} cell is empty.")
             for c, k in enumerate(li):
                 val = _parse_label(row[k])
                 if val is None:
                     raise ManifestError(
-                        f"{csv_path}: column {header[k]!r}, line {n}: label {row[k]!r} is not one "
-                        "of 0, 1, -1 (uncertain) or empty/NaN (unknown).")
+                        f"{csv_path}: column {header[k]!r}, line {n}: label {row[k]!r} "
+                        f"{_LABEL_RULE}. {_label_hint(row[k])}")
                 labels[r, c] = val
         fill = {"nan": np.nan, "zero": 0.0, "one": 1.0}[uncertain]
         labels[labels == -1.0] = fill
         base = Path(root) if root is not None else csv_path.parent
         paths = [Path(row[pi]) if Path(row[pi]).is_absolute() else base / row[pi] for row in rows]
         self.csv_path = csv_path
+        self.metadata_columns = [h for k, h in enumerate(header) if k != pi and h not in label_cols]
         super().__init__(paths, labels, list(label_cols), size, mode, equalize, on_error,
                          apply_voi)
+
+
+def _read_csv(csv_path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """(header, rows, file line of each row) of a UTF-8 manifest; ManifestError naming the file
+    for an encoding or CSV-syntax problem, an empty file or repeated column names."""
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            lines = [(n, line) for n, line in enumerate(f, start=1)
+                     if line.strip() and not line.lstrip().startswith("#")]
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{csv_path}: not UTF-8 text ({e.reason} at byte {e.start}); save "
+                            "the manifest as UTF-8 (in Excel: 'CSV UTF-8').") from e
+    except OSError as e:
+        raise ManifestError(f"{csv_path}: cannot be read ({e.strerror or e}).") from e
+    if not lines:
+        raise ManifestError(f"{csv_path}: manifest is empty (no header row).")
+    nul = next((n for n, line in lines if "\x00" in line), None)
+    if nul is not None:
+        raise ManifestError(f"{csv_path}: line {nul} contains NUL bytes; the file is binary or "
+                            "UTF-16, not a UTF-8 CSV. Save it as UTF-8 CSV.")
+    reader = csv.reader(line for _, line in lines)
+    parsed, first_line, used = [], [], 0
+    try:
+        for row in reader:  # a quoted cell may span lines: number each row by its first line
+            parsed.append(row)
+            first_line.append(lines[used][0])
+            used = reader.line_num
+    except csv.Error as e:
+        raise ManifestError(f"{csv_path}: line {lines[used][0]}: not readable as CSV ({e}).") \
+            from e
+    header = [h.strip() for h in parsed[0]]
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise ManifestError(f"{csv_path}: column name(s) {dup} appear more than once in the "
+                            "header; rename them.")
+    return header, parsed[1:], first_line[1:]
 
 
 class XRVAdapter(Dataset):
@@ -403,12 +521,14 @@ def phantom_count(spec: str) -> int | None:
 
 
 def resolve_dataset(spec: str, size: int, seed: int = 0, n: int = 512,
-                    phantom_size: int | None = None, where: str = "--data") -> Dataset:
+                    phantom_size: int | None = None, where: str = "--data",
+                    labels: bool = True) -> Dataset:
     """The one resolver of a data spec: ``phantoms[:N]``, a folder of images, or a CSV manifest.
 
     ``phantoms`` makes ``n`` SYNTHETIC phantoms (``phantoms:N`` makes N) lazily from ``seed``,
     drawn at ``phantom_size`` (default ``size``). A folder is read recursively; a ``.csv`` file
-    is a manifest with a ``path`` column and label columns.
+    is a manifest with a ``path`` column and label columns (``labels=False``, for pretraining:
+    only the path column is read, so a manifest without label columns is fine).
     """
     s = str(spec)
     if s.startswith("phantoms"):
@@ -424,10 +544,4 @@ def resolve_dataset(spec: str, size: int, seed: int = 0, n: int = 512,
                         "folder of images, or a CSV manifest")
     if path.is_dir():
         return FolderDataset(path, size=size)
-    try:
-        return CSVDataset(path, size=size)
-    except TypeError as e:
-        raise DataError(
-            f"{where}={spec!r}: a CSV manifest needs its path and label columns; build a "
-            f"radjepa_lab.data.datasets.CSVDataset in Python ({e})"
-        ) from e
+    return CSVDataset(path, size=size, label_cols=None if labels else [])

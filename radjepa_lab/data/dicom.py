@@ -4,17 +4,19 @@ The order of operations is the one the DICOM standard prescribes, so that what a
 matches what a PACS viewer shows:
 
 1. decode the stored values (pydicom honours BitsStored and PixelRepresentation: unused high
-   bits are masked, signed values are sign-extended);
-2. Modality LUT (Rescale Slope/Intercept or a Modality LUT Sequence);
-3. VOI LUT (a VOI LUT Sequence, else Window Center/Width) when present and ``apply_voi``;
-   the VOI output range is mapped to [0, 1], so values outside the window saturate as they do
-   on a viewer. Without a VOI the image's own min..max is stretched to [0, 1];
-4. MONOCHROME1 (where high values are *dark*) is inverted, so air is always dark.
+   bits are masked, signed values are sign-extended; a HighBit other than BitsStored - 1 is
+   refused, since pydicom would mask the wrong bits);
+2. Modality LUT, 3. VOI LUT, 4. Presentation (MONOCHROME1 / INVERSE inverted so air is always
+   dark), with Pixel Padding left out: :mod:`radjepa_lab.data.dicom_display`, which checks every
+   attribute that changes the display and honours it or refuses it naming the attribute.
 
 Decisions a student should know about:
 - multi-frame files: frame ``frame`` (default 0) is returned; a ``UserWarning`` says so when
-  the file has several frames and no frame was asked for;
-- colour (RGB/YBR) files are converted to luminance with a ``UserWarning``;
+  the file has several frames and no frame was asked for; an enhanced file's per-frame Rescale
+  and Window (functional groups) are applied to that frame;
+- colour (RGB/YBR) files are converted to luminance with a ``UserWarning``; PALETTE COLOR files
+  are first mapped through their palette (pydicom's ``apply_color_lut``);
+- a DICOMDIR (a media directory index) is refused with a message saying what it is;
 - a pixel spacing of 0 (as in pydicom-data's RG1_UNCR.dcm) is reported as unknown (``None``).
 
 pydicom is imported inside the functions (the training path must not need it).
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from radjepa_lab.data.dicom_display import display_plan, lift_frame_groups, to_display
 from radjepa_lab.errors import DicomReadError
 
 # Which package decodes which compressed transfer syntax (for the error message).
@@ -46,6 +49,8 @@ _DECODER_HINTS = {
     "1.2.840.10008.1.2.4.203": "pylibjpeg + pylibjpeg-openjpeg (HTJ2K)",
 }
 _GENERIC_HINT = "pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (or python-gdcm)"
+MEDIA_DIRECTORY_UID = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR
+COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT")
 
 
 @dataclass
@@ -138,18 +143,39 @@ def read_dicom(path: str | Path, apply_voi: bool = True,
         ) from e
 
 
-def _read_dicom(path: str | Path, apply_voi: bool,
-                frame: int | None) -> tuple[np.ndarray, DicomMeta]:
-    p = Path(path)
-    ds = read_dicom_header(p)
-    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+def _check_pixel_module(ds: Any, p: Path, photometric: str) -> None:
+    """The Image Pixel attributes pydicom decodes by: refuse what it would decode wrongly."""
+    if photometric not in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR", *COLOUR):
+        raise DicomReadError(f"{p}: PhotometricInterpretation {photometric!r} is not one the kit "
+                             "can display (MONOCHROME1/2, PALETTE COLOR, RGB, YBR_*).")
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if spp not in (1, 3):
+        raise DicomReadError(f"{p}: SamplesPerPixel {spp} is not 1 (gray) or 3 (colour).")
+    if (spp == 3) != (photometric in COLOUR):
+        raise DicomReadError(f"{p}: PhotometricInterpretation {photometric!r} does not match "
+                             f"SamplesPerPixel {spp}; the header is inconsistent.")
+    if "PixelData" not in ds:  # float pixel data has no BitsStored/HighBit
+        return
+    alloc = int(ds.get("BitsAllocated", 0) or 0)
+    stored = int(ds.get("BitsStored", alloc) or alloc)
+    if alloc not in (1, 8, 16, 32):
+        raise DicomReadError(f"{p}: BitsAllocated {alloc} is not 1, 8, 16 or 32.")
+    if not 1 <= stored <= alloc:
+        raise DicomReadError(f"{p}: BitsStored {stored} must lie in 1..BitsAllocated ({alloc}).")
+    high = int(ds.get("HighBit", stored - 1))
+    if high != stored - 1:
         raise DicomReadError(
-            f"{p}: has no PixelData ({p.stat().st_size} bytes). It is either truncated before "
-            "the image or a non-image object (report, presentation state); re-export the image."
-        )
-    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+            f"{p}: HighBit {high} with BitsStored {stored}: the stored bits do not start at bit "
+            f"0, which pydicom cannot decode (it would keep the wrong {stored} bits). Re-export "
+            "the image with HighBit = BitsStored - 1.")
+    if int(ds.get("PixelRepresentation", 0) or 0) not in (0, 1):
+        raise DicomReadError(f"{p}: PixelRepresentation {ds.PixelRepresentation} is not 0 "
+                             "(unsigned) or 1 (signed).")
+
+
+def _decode(ds: Any, p: Path, ts: Any) -> np.ndarray:
     try:
-        arr = ds.pixel_array
+        return ds.pixel_array
     except Exception as e:
         msg = str(e)
         if ts is not None and ts.is_compressed and ("plugin" in msg or "decod" in msg.lower()
@@ -164,7 +190,46 @@ def _read_dicom(path: str | Path, apply_voi: bool,
                                  f"(Rows/Columns/BitsAllocated). pydicom said: {msg}") from e
         raise DicomReadError(f"{p}: cannot decode pixel data ({type(e).__name__}: {msg}).") from e
 
+
+def _colour_to_gray(arr: np.ndarray, ds: Any, p: Path, photometric: str) -> np.ndarray:
+    """RGB (pydicom returns RGB for YBR_*) or palette indices -> luminance, with a warning."""
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        try:
+            arr = apply_color_lut(arr, ds)
+        except Exception as e:
+            raise DicomReadError(f"{p}: PALETTE COLOR image whose palette (Red/Green/Blue "
+                                 f"Palette Color Lookup Table) cannot be applied "
+                                 f"({type(e).__name__}: {e}).") from e
+        how = "mapped through its palette and converted"
+    else:
+        how = "converted"
+    warnings.warn(f"{p}: colour DICOM ({photometric}); {how} to grayscale luminance "
+                  "(0.299 R + 0.587 G + 0.114 B).", UserWarning, stacklevel=4)
+    gray = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    lo, hi = float(gray.min()), float(gray.max())
+    return ((gray - lo) / (hi - lo) if hi > lo else np.zeros_like(gray)).astype(np.float32)
+
+
+def _read_dicom(path: str | Path, apply_voi: bool,
+                frame: int | None) -> tuple[np.ndarray, DicomMeta]:
+    p = Path(path)
+    ds = read_dicom_header(p)
+    sop = str(getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", "") or "")
+    if sop == MEDIA_DIRECTORY_UID or "DirectoryRecordSequence" in ds:
+        raise DicomReadError(f"{p}: is a DICOMDIR (a media directory index that lists other "
+                             "files), not an image. Point the kit at the folder that holds it; "
+                             "FolderDataset skips DICOMDIR files.")
+    if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise DicomReadError(
+            f"{p}: has no PixelData ({p.stat().st_size} bytes). It is either truncated before "
+            "the image or a non-image object (report, presentation state); re-export the image."
+        )
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    _check_pixel_module(ds, p, photometric)
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    arr = _decode(ds, p, ts)
     spp = int(ds.get("SamplesPerPixel", 1))
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     if n_frames == 1 and arr.ndim == (4 if spp > 1 else 3):  # pydicom found excess frames
@@ -177,42 +242,18 @@ def _read_dicom(path: str | Path, apply_voi: bool,
         if not 0 <= k < n_frames:
             raise DicomReadError(f"{p}: frame={k} out of range, the file has {n_frames} frames.")
         arr = arr[k]
+        lift_frame_groups(ds, k)
     else:
         k = 0
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():  # min/max stretch would hide it
         raise DicomReadError(f"{p}: pixel data contains NaN/Inf values; the file is corrupt.")
-    if spp > 1 or arr.ndim == 3:
-        warnings.warn(f"{p}: colour DICOM ({photometric}, {spp} samples); converted to "
-                      "grayscale luminance (0.299 R + 0.587 G + 0.114 B).", UserWarning,
-                      stacklevel=3)
-        # pydicom returns RGB for YBR_* by default
-        gray = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
-        voi, inverted = "none", False
-        img, stored_range = _to_unit(gray, ds, voi, inverted, modality=False)
+    if photometric in COLOUR or photometric == "PALETTE COLOR" or arr.ndim == 3:
+        img = _colour_to_gray(arr, ds, p, photometric)
+        voi, inverted, stored_range = "none", False, (float(img.min()), float(img.max()))
     else:
-        has_lut = "VOILUTSequence" in ds
-        has_window = "WindowCenter" in ds and "WindowWidth" in ds
-        voi = "voi_lut_sequence" if has_lut else "window"
-        if not (apply_voi and (has_lut or has_window)):
-            voi = "none"
-        inverted = photometric == "MONOCHROME1"
-        if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2:
-            # Integer stored values: push every value in [min, max] through pydicom's Modality
-            # and VOI functions once, then index that table. Same numbers, ~10x faster than
-            # transforming millions of pixels in float64.
-            smin, smax = int(arr.min()), int(arr.max())
-            values = np.arange(smin, smax + 1).astype(arr.dtype)
-            table, stored_range = _to_unit(values, ds, voi, inverted)
-            finite = bool(np.isfinite(table).all())
-            idx = arr - arr.dtype.type(smin) if arr.dtype.kind == "u" else (
-                arr.astype(np.int32) - smin)
-            img = table[idx]
-        else:
-            img, stored_range = _to_unit(arr, ds, voi, inverted)
-            finite = bool(np.isfinite(img).all())
-        if not finite:
-            raise DicomReadError(f"{p}: Modality/VOI LUT gives NaN/Inf values; the header "
-                                 "(RescaleSlope, WindowWidth, LUTs) is corrupt.")
+        plan = display_plan(ds, p, apply_voi, photometric)
+        voi, inverted = plan.voi, plan.invert
+        img, stored_range = to_display(arr, ds, plan, p)
     if img.ndim != 2:
         raise DicomReadError(f"{p}: decoded pixels have shape {arr.shape}; Rows, Columns, "
                              "SamplesPerPixel and NumberOfFrames disagree with the data.")
@@ -240,45 +281,6 @@ def _read_dicom(path: str | Path, apply_voi: bool,
     return img, meta
 
 
-def _to_unit(values: np.ndarray, ds: Any, voi: str, inverted: bool,
-             modality: bool = True) -> tuple[np.ndarray, tuple[float, float]]:
-    """Modality LUT -> VOI (or min-max) -> [0, 1] float32 -> MONOCHROME1 inversion."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-    mod = np.asarray(apply_modality_lut(values, ds)) if modality else values
-    stored_range = (float(np.min(mod)), float(np.max(mod)))
-    if voi != "none":
-        out = np.asarray(apply_voi_lut(mod, ds, index=0), dtype=np.float64)
-        lo, hi = _voi_output_range(ds, mod, voi)
-    else:
-        out = mod.astype(np.float64, copy=False)
-        lo, hi = stored_range
-    unit = (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
-    unit = np.clip(unit, 0.0, 1.0).astype(np.float32)
-    return (1.0 - unit if inverted else unit), stored_range
-
-
-def _voi_output_range(ds: Any, img: np.ndarray, voi: str) -> tuple[float, float]:
-    """The range the VOI transform maps into (what a viewer shows as black..white).
-
-    For a VOI LUT Sequence it is the LUT's bit depth; for windowing we push the extremes of
-    the data through the same pydicom function, so the mapping matches it exactly.
-    """
-    from pydicom.pixels import apply_voi_lut
-
-    if voi == "voi_lut_sequence":
-        item = ds.VOILUTSequence[0]
-        bits = int(item.LUTDescriptor[2])
-        data = np.asarray(item.LUTData, dtype=np.float64)
-        if bits not in (8, 16):  # some writers get the descriptor wrong; trust the data
-            bits = 16 if data.max() > 255 else 8
-        return 0.0, float(2**bits - 1)
-    span = max(abs(float(img.min())), abs(float(img.max())), 1.0)
-    probe = np.array([-1e3 * span, 1e3 * span], dtype=np.float64)
-    out = np.asarray(apply_voi_lut(probe, ds, index=0), dtype=np.float64)
-    return float(out.min()), float(out.max())
-
-
 def is_dicom(path: str | Path) -> bool:
     """True when the file has the DICM magic at byte 128 (content, not extension, decides)."""
     try:
@@ -287,6 +289,23 @@ def is_dicom(path: str | Path) -> bool:
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def is_dicomdir(path: str | Path) -> bool:
+    """True for a DICOMDIR: named ``DICOMDIR`` (the name the standard gives it), or a DICOM file
+    whose media storage SOP class is the Media Storage Directory."""
+    p = Path(path)
+    if p.name.upper() == "DICOMDIR":
+        return True
+    if not is_dicom(p):
+        return False
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        meta = read_file_meta_info(p)
+    except Exception:
+        return False
+    return str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_DIRECTORY_UID
 
 
 # ----------------------------------------------------------------------------- teaching

@@ -28,6 +28,9 @@ inside :func:`write_phantoms`.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -763,6 +766,13 @@ class PhantomDataset(Dataset):
         if self.return_masks:
             item["masks"] = torch.from_numpy(p.mask_stack().astype(np.uint8))
         return item
+
+    def fingerprint(self) -> str:
+        """The generator version, its config, the seed and the count define every item, so
+        they key the embedding cache (no phantom needs rendering to know it changed)."""
+        spec = [GENERATOR_VERSION, self.n, self.seed, self.return_masks,
+                dataclasses.asdict(self.cfg)]
+        return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()
 
     @property
     def labels(self) -> np.ndarray:

@@ -122,6 +122,7 @@ def test_malicious_checkpoints_are_refused_and_run_nothing(tmp_path: Path,
                                                            capsys: pytest.CaptureFixture) -> None:
     from radjepa_lab.checkpoints import load_checkpoint, load_encoder, load_jepa
     from radjepa_lab.cli import main
+    from radjepa_lab.config import with_steps
     from radjepa_lab.demo import embed_to_file
     from radjepa_lab.presets import get_preset
     from radjepa_lab.train import pretrain
@@ -151,7 +152,7 @@ def test_malicious_checkpoints_are_refused_and_run_nothing(tmp_path: Path,
     run.mkdir()
     (run / "checkpoint.pt").write_bytes(files[1].read_bytes())
     cfg = get_preset("smoke")
-    cfg.steps = 2
+    with_steps(cfg, 2)  # caps the warmup (pretrain checks the config)
     with pytest.raises(CheckpointError):
         pretrain(cfg, run, resume=True, progress=False)
     assert not marker.exists()

@@ -15,6 +15,7 @@ from corpus import pixel_data_offset, valid_dicom
 from guards import time_limit
 from torch.utils.data import DataLoader
 
+from radjepa_lab.config import with_steps
 from radjepa_lab.data.datasets import FolderDataset
 from radjepa_lab.errors import DataError
 from radjepa_lab.presets import get_preset
@@ -80,7 +81,8 @@ def test_pretraining_with_workers_reports_the_bad_file(folder: tuple[Path, Path]
                                                        cache_data: bool) -> None:
     root, bad = folder
     cfg = get_preset("smoke")
-    cfg.steps, cfg.batch_size, cfg.monitor_batch = 4, 4, 4
+    cfg.batch_size, cfg.monitor_batch = 4, 4
+    with_steps(cfg, 4)  # caps the warmup (pretrain checks the config)
     cfg.num_workers, cfg.cache_data = 2, cache_data
     with time_limit(LIMIT_S, "pretrain with workers"), pytest.raises(DataError) as info:
         pretrain(cfg, tmp_path / "run", dataset=FolderDataset(root, size=32), progress=False)
