@@ -120,7 +120,9 @@ def _images(n: int, size: int, seed: int = 0) -> torch.Tensor:
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:
-    cfg = get_preset(args.preset)
+    from radjepa_lab.config import apply_overrides
+
+    cfg = apply_overrides(get_preset(args.preset), getattr(args, "set", []))
     if args.batch:
         cfg.batch_size = args.batch
     cfg.device = args.device
@@ -192,7 +194,9 @@ def make_lightly(args: argparse.Namespace) -> Callable[[int], tuple[int, int]]:
     imgs = _images(max(2 * cfg.batch_size, 64), m.img_size)
     loader = torch.utils.data.DataLoader([(im, 0) for im in imgs], batch_size=cfg.batch_size,
                                          shuffle=True, collate_fn=collator, drop_last=True)
-    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if cfg.bf16
+    from radjepa_lab.config import use_bf16
+
+    autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if use_bf16(cfg, dev)
                 else torch.autocast(dev.type, enabled=False))
 
     def batches() -> Iterator:
@@ -259,7 +263,7 @@ def memory_child(args: argparse.Namespace, variant: str) -> dict:
 
 def _child(args: argparse.Namespace, variant: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", variant, "--preset", args.preset,
-           "--device", args.device]
+           "--device", args.device] + [f"--set={s}" for s in args.set]
     if args.batch:
         cmd += ["--batch", str(args.batch)]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=os.environ.copy())
@@ -271,6 +275,8 @@ def main() -> None:
     p.add_argument("--preset", default="cpu-p8")
     p.add_argument("--steps", type=int, default=6, help="timed steps per implementation")
     p.add_argument("--batch", type=int, default=0, help="override the preset's batch size")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override (as radjepa-lab pretrain --set), e.g. --set bf16=False")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     p.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
@@ -333,7 +339,9 @@ def main() -> None:
     print(f"ratio kit/lightly: images/s {r['imgs_per_s'] / base['imgs_per_s']:.2f}x, "
           f"achieved FLOP/s {r['gflop_s'] / base['gflop_s']:.2f}x, "
           f"peak memory {r['peak_mem'] / base['peak_mem']:.2f}x")
-    dtype = "bf16" if cfg.bf16 else "fp32"
+    from radjepa_lab.config import use_bf16
+
+    dtype = "bf16" if use_bf16(cfg, args.device) else "fp32"
     print(f"this machine's {MATMUL_N}^3 matmul, same run: fp32 {peak['fp32']:.1f} GFLOP/s, "
           f"bf16 {peak['bf16']:.1f} GFLOP/s")
     print(f"kit step ({dtype}, the preset's dtype) reaches {r['gflop_s']:.1f} GFLOP/s = "

@@ -219,10 +219,23 @@ class JEPA:
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.bf16 = use_bf16(cfg, device)
-        self.autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if self.bf16
-                         else nullcontext())
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
         self.since, self.last_ckpt = 0, None  # for the NaN message: window start, kept file
+
+    def precision(self) -> Any:
+        """The forward's numeric context: bf16 autocast when enabled. On a CPU it also picks
+        PyTorch's plain (math) attention: its bf16 flash kernel is slower than fp32 at the
+        kit's short sequences, and with it bf16 would bring no speed-up at all
+        (bench/RESULTS.md)."""
+        if not self.bf16:
+            return nullcontext()
+        stack = ExitStack()
+        stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        if self.device.type == "cpu":
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        return stack
 
     def step(self, step: int, imgs: torch.Tensor, ctx: torch.Tensor, tgt: torch.Tensor,
              check: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -238,7 +251,7 @@ class JEPA:
             g["lr"] = lr
             if g["apply_wd"]:
                 g["weight_decay"] = wd
-        with self.autocast:
+        with self.precision():
             with torch.no_grad():
                 h_tgt = apply_masks(self.target(imgs), tgt)
             pred = self.model(imgs, ctx, tgt)
@@ -492,7 +505,7 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
                 if grad_norm is not None:
                     rec["grad_norm"] = float(grad_norm)
                 if info.is_main:
-                    rec.update(collapse_monitors(target, mon_imgs, jepa.autocast))
+                    rec.update(collapse_monitors(target, mon_imgs, jepa.precision()))
                     history.append(rec)
                     append_metrics(metrics_path, rec)
                     if bar is not None:
