@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 import re
 from collections.abc import Mapping, Sequence
@@ -28,8 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from radjepa_lab.atomic import atomic_write
 from radjepa_lab.config import ModelConfig, TrainConfig, config_from_dict
-from radjepa_lab.errors import CheckpointError, ConfigError, OutputError
+from radjepa_lab.errors import CheckpointError, ConfigError
 from radjepa_lab.models import Predictor, VisionTransformer, build_encoder, build_predictor
 
 __all__ = [
@@ -67,52 +67,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write atomically: temp file in the same folder, fsync, then ``os.replace``.
-
-    A crash mid-write leaves the previous checkpoint intact. ``state`` must hold only
-    plain containers, tensors and numbers so that ``weights_only`` loading accepts it.
+    """Write atomically (:func:`radjepa_lab.atomic.atomic_write`): a crash mid-write leaves the
+    previous checkpoint intact. ``state`` must hold only plain containers, tensors and numbers
+    so that ``weights_only`` loading accepts it.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError.from_os(e, path, "the checkpoint") from e
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
-        pass
-    _sweep_stale_temps(path)
-    return path
-
-
-def _sweep_stale_temps(path: Path) -> None:
-    """Delete temp files of writers that died mid-write (SIGKILL, OOM, power loss); a temp
-    file whose process is still alive is another writer's and is left alone."""
-    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-            if pid != os.getpid():
-                os.kill(pid, 0)
-                continue  # alive
-        except ProcessLookupError:
-            pass  # dead writer
-        except (ValueError, PermissionError):
-            continue  # not ours to judge
-        tmp.unlink(missing_ok=True)
-
+    return atomic_write(path, lambda f: torch.save(state, f), "the checkpoint")
 
 
 def _torch_load(path: Path) -> Any:

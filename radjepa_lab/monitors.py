@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from radjepa_lab.atomic import atomic_write
 from radjepa_lab.errors import OutputError, RadJEPALabError
 
 __all__ = [
@@ -264,18 +263,7 @@ def append_metrics(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def write_metrics(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Replace the log with ``rows`` atomically (temp file, fsync, rename): a crash during
-    the rewrite leaves the old log whole."""
-    path, tmp = Path(path), None
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in rows))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        raise OutputError.from_os(e, path, "the metrics log") from e
-    finally:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
+    """Replace the log with ``rows`` atomically (:func:`radjepa_lab.atomic.atomic_write`): a
+    crash during the rewrite leaves the old log whole."""
+    text = "".join(json.dumps(r) + "\n" for r in rows).encode("utf-8")
+    atomic_write(path, lambda f: f.write(text), "the metrics log")

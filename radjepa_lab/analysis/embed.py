@@ -17,8 +17,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from radjepa_lab.atomic import atomic_write
 from radjepa_lab.config import resolve_device
 from radjepa_lab.data.datasets import close_loader
 from radjepa_lab.errors import RadJEPALabError
@@ -190,15 +189,7 @@ def _cache_key(encoder: nn.Module, dataset: Any, args: dict[str, Any]) -> str:
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` to ``path`` atomically: a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)  # atomic: a crash never leaves a half-written cache entry
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_write(path, lambda f: np.savez(f, **arrays), "the embeddings")
 
 
 class _Rows:
