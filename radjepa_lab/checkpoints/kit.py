@@ -22,26 +22,43 @@ from typing import Any
 import numpy as np
 import torch
 
-from radjepa_lab.config import ModelConfig, TrainConfig, config_from_dict
+from radjepa_lab.config import TrainConfig, config_from_dict
 from radjepa_lab.errors import CheckpointError, ConfigError, OutputError
-from radjepa_lab.models import Predictor, VisionTransformer, build_encoder, build_predictor
+from radjepa_lab.models import (
+    Predictor,
+    VisionTransformer,
+    build_dino_head,
+    build_encoder,
+    build_mae_decoder,
+    build_predictor,
+)
+from radjepa_lab.monitors import METRICS_NAME
 
 __all__ = [
     "CKPT_FORMAT",
     "CKPT_NAME",
     "CKPT_VERSION",
+    "EVALUATED",
+    "EXPORTED",
+    "LOG_SUFFIX",
+    "NETWORKS",
     "REPO_ROOT",
     "SHIPPED_CHECKPOINT",
+    "SHIPPED_CHECKPOINTS",
     "JEPAModels",
+    "TrainedModels",
+    "as_jepa",
     "checkpoint_config",
     "export_checkpoint",
     "load_checkpoint",
     "load_jepa",
+    "load_trained",
     "load_weights",
     "require_entries",
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "training_log",
 ]
 
 CKPT_NAME = "checkpoint.pt"
@@ -49,6 +66,26 @@ CKPT_FORMAT = "radjepa_lab"
 CKPT_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CHECKPOINT = REPO_ROOT / "data" / "checkpoints" / "radjepa_lab_phantom.pt"
+# The shipped checkpoint of each objective (notebook 09's default comparison; data/README.md)
+SHIPPED_CHECKPOINTS = {
+    "jepa": SHIPPED_CHECKPOINT,
+    "dino": SHIPPED_CHECKPOINT.with_name("radjepa_lab_phantom_dino.pt"),
+    "mae": SHIPPED_CHECKPOINT.with_name("radjepa_lab_phantom_mae.pt"),
+}
+LOG_SUFFIX = ".metrics.jsonl"  # an exported checkpoint's training log: <name>.metrics.jsonl
+
+# The networks a kit checkpoint of each objective holds (its state keys), the one every
+# analysis evaluates, and what an exported copy keeps (plus, with keep_context, the online
+# networks). DINO's run checkpoints also hold "dino_loss" (the teacher's centre, for resume).
+NETWORKS: dict[str, tuple[str, ...]] = {
+    "jepa": ("encoder", "predictor", "target_encoder"),
+    "dino": ("encoder", "dino_head", "target_encoder", "target_dino_head"),
+    "mae": ("encoder", "mae_decoder"),
+}
+EVALUATED = {"jepa": "target_encoder", "dino": "target_encoder", "mae": "encoder"}
+EXPORTED = {"jepa": ("target_encoder", "predictor"),
+            "dino": ("target_encoder", "target_dino_head"), "mae": ("encoder", "mae_decoder")}
+_CONTEXT = {"jepa": ("encoder",), "dino": ("encoder", "dino_head"), "mae": ()}
 
 
 # ----------------------------------------------------------------------------- kit format
@@ -180,20 +217,38 @@ def _block_count(sd: Mapping[str, Any], what: str, where: Any) -> int:
     return len(idx)
 
 
-def _check_shapes(sd: Mapping[str, torch.Tensor], model: ModelConfig, key: str,
+def _want_shapes(cfg: TrainConfig, key: str) -> tuple[dict[str, tuple[int, ...]], int | None]:
+    """The tensor shapes the config asks of network ``key``, and its block count (None: no
+    blocks)."""
+    model = cfg.model
+    g = model.grid[0] * model.grid[1]
+    big = model.embed_dim
+    if key in ("dino_head", "target_dino_head"):
+        h, b = cfg.dino.hidden_dim, cfg.dino.bottleneck_dim
+        return {"mlp.0.weight": (h, big), "mlp.2.weight": (h, h), "mlp.4.weight": (b, h),
+                "prototypes": (cfg.dino.out_dim, b)}, None
+    if key == "dino_loss":
+        return {"center": (1, cfg.dino.out_dim)}, None
+    if key == "predictor":
+        d, depth = model.pred_embed_dim, model.pred_depth
+        want = {"predictor_embed.weight": (d, big), "pos_embed": (1, g, d), "proj.weight": (big, d)}
+    elif key == "mae_decoder":
+        d, depth = model.pred_embed_dim, model.pred_depth
+        pix = model.patch_size * model.patch_size * model.in_chans
+        want = {"embed.weight": (d, big), "pos_embed": (1, g, d), "pred.weight": (pix, d)}
+    else:
+        d, depth, p = big, model.depth, model.patch_size
+        want = {"patch_embed.proj.weight": (d, model.in_chans, p, p), "pos_embed": (1, g, d)}
+    want["blocks.0.mlp.fc1.weight"] = (int(d * model.mlp_ratio), d)
+    return want, depth
+
+
+def _check_shapes(sd: Mapping[str, torch.Tensor], cfg: TrainConfig, key: str,
                   where: Any) -> None:
     """The config's sizes against the stored tensors, BEFORE any network is built: a config
     that asks for a network larger than its weights (a hostile or edited file) is refused
     without allocating it. ``load_state_dict`` checks every remaining tensor afterwards."""
-    g = model.grid[0] * model.grid[1]
-    if key == "predictor":
-        d, depth = model.pred_embed_dim, model.pred_depth
-        want = {"predictor_embed.weight": (d, model.embed_dim), "pos_embed": (1, g, d),
-                "proj.weight": (model.embed_dim, d)}
-    else:
-        d, depth, p = model.embed_dim, model.depth, model.patch_size
-        want = {"patch_embed.proj.weight": (d, model.in_chans, p, p), "pos_embed": (1, g, d)}
-    want["blocks.0.mlp.fc1.weight"] = (int(d * model.mlp_ratio), d)
+    want, depth = _want_shapes(cfg, key)
     for name, shape in want.items():
         got = sd.get(name)
         if got is None:
@@ -203,7 +258,7 @@ def _check_shapes(sd: Mapping[str, torch.Tensor], model: ModelConfig, key: str,
             raise CheckpointError(
                 f"{where}: tensor {key}.{name} has shape {tuple(got.shape)} but the stored "
                 f"config asks for {shape}; config and weights disagree (the file was edited).")
-    n = _block_count(sd, key, where)
+    n = _block_count(sd, key, where) if depth is not None else None
     if n != depth:
         raise CheckpointError(f"{where}: {key} has {n} blocks but the stored config asks for "
                               f"{depth}; config and weights disagree (the file was edited).")
@@ -218,29 +273,84 @@ def _load(net: torch.nn.Module, sd: dict[str, torch.Tensor], key: str,
     return net
 
 
-def _weights(state: Mapping[str, Any], key: str, model: ModelConfig,
+def _weights(state: Mapping[str, Any], key: str, cfg: TrainConfig,
              where: Any) -> dict[str, torch.Tensor]:
     sd = _state_dict(state, key, where)
-    _check_shapes(sd, model, key, where)
+    _check_shapes(sd, cfg, key, where)
     return sd
 
 
-def load_weights(net: torch.nn.Module, state: Mapping[str, Any], key: str, model: ModelConfig,
+def load_weights(net: torch.nn.Module, state: Mapping[str, Any], key: str, cfg: TrainConfig,
                  where: Any) -> torch.nn.Module:
-    """Load ``state[key]`` into ``net`` (built from ``model``): finite tensors, shapes checked
-    against ``model``, every key present and none extra; CheckpointError otherwise."""
-    return _load(net, _weights(state, key, model, where), key, where)
+    """Load ``state[key]`` into ``net`` (built from ``cfg``): finite tensors, shapes checked
+    against ``cfg``, every key present and none extra; CheckpointError otherwise."""
+    return _load(net, _weights(state, key, cfg, where), key, where)
+
+
+def _build(key: str, cfg: TrainConfig) -> torch.nn.Module:
+    if key == "predictor":
+        return build_predictor(cfg.model)
+    if key == "mae_decoder":
+        return build_mae_decoder(cfg.model)
+    if key in ("dino_head", "target_dino_head"):
+        return build_dino_head(cfg.model, cfg.dino)
+    return build_encoder(cfg.model)
 
 
 def _kit_networks(state: Mapping[str, Any], keys: Sequence[str],
                   where: Any) -> dict[str, torch.nn.Module]:
-    """Build and load the networks stored under ``keys`` (encoders or the predictor); every
-    one's weights are checked against the stored config before any network is built."""
+    """Build and load the networks stored under ``keys`` (encoders, predictor, heads,
+    decoder); every one's weights are checked against the stored config before any network
+    is built."""
     cfg = checkpoint_config(state, where)
-    sds = {key: _weights(state, key, cfg.model, where) for key in dict.fromkeys(keys)}
-    return {key: _load(build_predictor(cfg.model) if key == "predictor"
-                       else build_encoder(cfg.model), sd, key, where).eval()
-            for key, sd in sds.items()}
+    sds = {key: _weights(state, key, cfg, where) for key in dict.fromkeys(keys)}
+    return {key: _load(_build(key, cfg), sd, key, where).eval() for key, sd in sds.items()}
+
+
+def _objective(state: Mapping[str, Any], where: Any) -> str:
+    return checkpoint_config(state, where).objective
+
+
+@dataclass
+class TrainedModels:
+    """Every network of one kit checkpoint of any objective, on CPU in eval mode.
+
+    ``networks`` maps the checkpoint's keys (:data:`NETWORKS`) to modules; ``evaluated`` is the
+    encoder every analysis and probe uses (:data:`EVALUATED`).
+    """
+
+    objective: str
+    networks: dict[str, torch.nn.Module]
+    config: TrainConfig
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def evaluated(self) -> VisionTransformer:
+        return self.networks[EVALUATED[self.objective]]  # type: ignore[return-value]
+
+
+def _trained(state: Mapping[str, Any], path: Path) -> TrainedModels:
+    objective = _objective(state, path)
+    # the evaluated encoder and the objective's analysis network first (what an export keeps),
+    # then the online networks (absent from an export unless it kept them)
+    rest = [k for k in NETWORKS[objective] if k not in EXPORTED[objective]]
+    if "exported" in state:
+        rest = [k for k in rest if k in state]
+    nets = _kit_networks(state, EXPORTED[objective] + tuple(rest), path)
+    return TrainedModels(objective, nets, checkpoint_config(state, path),
+                         {"path": str(path), "step": int(state.get("step", 0)),
+                          "exported": "exported" in state})
+
+
+def load_trained(path: str | Path | Any) -> TrainedModels:
+    """The networks of a kit checkpoint of any objective (I-JEPA, DINO or MAE).
+
+    An exported checkpoint holds only what :func:`export_checkpoint` kept (the evaluated
+    encoder and the objective's analysis network: predictor, teacher head or decoder).
+    ``path`` may be anything with a ``.path``.
+    """
+    path = Path(getattr(path, "path", path))
+    return _trained(load_checkpoint(path), path)
 
 
 @dataclass
@@ -254,24 +364,41 @@ class JEPAModels:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def _not_jepa(objective: str, path: Any) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: a {objective.upper()} checkpoint (objective={objective!r}) has no I-JEPA "
+        "predictor; read it with radjepa_lab.checkpoints.load_trained, or its evaluated "
+        "encoder with load_encoder.")
+
+
+def as_jepa(run: TrainedModels) -> JEPAModels:
+    """The three I-JEPA networks of a loaded I-JEPA checkpoint. An exported one keeps only the
+    EMA target encoder; it then also serves as the context encoder
+    (``info["context_from_target"]``)."""
+    if run.objective != "jepa":
+        raise _not_jepa(run.objective, run.info.get("path"))
+    nets = run.networks
+    context_from_target = "encoder" not in nets
+    encoder = copy.deepcopy(nets["target_encoder"]) if context_from_target else nets["encoder"]
+    return JEPAModels(encoder, nets["predictor"], nets["target_encoder"],  # type: ignore[arg-type]
+                      run.config, {"path": run.info.get("path"), "step": run.info.get("step", 0),
+                                   "context_from_target": context_from_target})
+
+
 def load_jepa(path: str | Path | Any) -> JEPAModels:
-    """Context encoder, predictor and EMA target encoder of a kit checkpoint.
+    """Context encoder, predictor and EMA target encoder of a kit I-JEPA checkpoint.
 
     Exported checkpoints (:func:`export_checkpoint`, e.g. the shipped one) keep only the EMA
     target encoder; it then also serves as the context encoder (``info["context_from_target"]``).
-    ``path`` may be anything with a ``.path`` (a notebook's checkpoint choice).
+    ``path`` may be anything with a ``.path`` (a notebook's checkpoint choice). A DINO or MAE
+    checkpoint has no predictor: read it with :func:`load_trained`.
     """
     path = Path(getattr(path, "path", path))
     state = load_checkpoint(path)
-    context_from_target = "encoder" not in state and "exported" in state
-    nets = _kit_networks(state, ("target_encoder", "predictor") + (
-        () if context_from_target else ("encoder",)), path)
-    if context_from_target:
-        nets["encoder"] = copy.deepcopy(nets["target_encoder"])
-    return JEPAModels(nets["encoder"], nets["predictor"], nets["target_encoder"],
-                      checkpoint_config(state),
-                      {"path": str(path), "step": int(state.get("step", 0)),
-                       "context_from_target": context_from_target})
+    objective = _objective(state, path)
+    if objective != "jepa":
+        raise _not_jepa(objective, path)
+    return as_jepa(_trained(state, path))
 
 
 def rng_state() -> dict[str, Any]:
@@ -304,17 +431,22 @@ def set_rng_state(s: dict[str, Any]) -> None:
 
 
 def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True,
-                      keep_context: bool = False) -> Path:
-    """Write a small, inference-only copy of a kit checkpoint (how the shipped one is made).
+                      keep_context: bool = False, log: bool = True) -> Path:
+    """Write a small, inference-only copy of a kit checkpoint (how the shipped ones are made).
 
     Drops the optimiser, RNG and data-stream state and, unless ``keep_context``, the context
     encoder: the I-JEPA evaluation convention uses the EMA target encoder, and at the end of the
     schedule (momentum -> 1) the two are nearly identical, so loaders that need a context
-    encoder (predicted-vs-target latents) fall back to the target weights and say so. ``half``
-    stores float tensors as float16; loading casts them back to float32.
+    encoder (predicted-vs-target latents) fall back to the target weights and say so. What is
+    kept per objective is :data:`EXPORTED`'s entry (DINO: the teacher and its head; MAE: the
+    encoder and its decoder). ``half`` stores float tensors as float16; loading casts them
+    back to float32. With ``log``, the run's ``metrics.jsonl`` is copied beside the copy as
+    ``<name>.metrics.jsonl`` (where :func:`training_log` finds it).
     """
+    src, dst = Path(src), Path(dst)
     state = load_checkpoint(src)
-    keys = ["target_encoder", "predictor"] + (["encoder"] if keep_context else [])
+    objective = _objective(state, src)
+    keys = list(EXPORTED[objective]) + (list(_CONTEXT[objective]) if keep_context else [])
 
     def cast(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: (v.half() if half and v.is_floating_point() else v).contiguous()
@@ -323,4 +455,20 @@ def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True,
     out = {k: state[k] for k in ("format", "version", "step", "config")}
     out.update({k: cast(state[k]) for k in keys})
     out["exported"] = {"from": str(src), "half": half, "context_encoder": keep_context}
-    return save_checkpoint(dst, out)
+    path = save_checkpoint(dst, out)
+    run_log = src.parent / METRICS_NAME
+    if log and run_log.is_file():
+        log_copy = dst.with_name(dst.stem + LOG_SUFFIX)
+        try:
+            log_copy.write_bytes(run_log.read_bytes())
+        except OSError as e:
+            raise OutputError.from_os(e, log_copy, "the training log") from e
+    return path
+
+
+def training_log(checkpoint: str | Path) -> Path:
+    """The ``metrics.jsonl`` that belongs to a checkpoint: ``<name>.metrics.jsonl`` beside an
+    exported copy, else the run folder's ``metrics.jsonl`` (which may not exist)."""
+    checkpoint = Path(checkpoint)
+    own = checkpoint.with_name(checkpoint.stem + LOG_SUFFIX)
+    return own if own.is_file() else checkpoint.parent / METRICS_NAME
