@@ -1,13 +1,21 @@
-"""Foreign checkpoints: encoders of the official I-JEPA code, RadJEPA releases and Rad-DINO /
-DINOv2 (original or Hugging Face key names), imported into the kit's encoder.
+"""Foreign checkpoints: encoders of the official I-JEPA code, RadJEPA releases, Rad-DINO /
+DINOv2 (original or Hugging Face key names) and Hugging Face ``IJepaModel`` files, imported into
+the kit's encoder.
 
 :func:`load_encoder` is the one entry point (it also reads the kit's own files). Every file is
 read with ``torch.load(weights_only=True)`` or safetensors: loading never runs pickled code,
 and no network is built from a file's sizes before its tensors are checked.
+
+An imported encoder behaves like the code that trained it: it resamples its position
+embeddings to other grids with that code's interpolation (``encoder.pos_interp``), and a
+Hugging Face model folder's ``config.json`` (heads, LayerNorm eps) and
+``preprocessor_config.json`` (``image_mean`` / ``image_std``, e.g. Rad-DINO's) are read when
+they sit beside the weights. ``encoder.import_info`` says where each setting came from.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -17,9 +25,11 @@ from typing import Any
 import torch
 
 from radjepa_lab.checkpoints.kit import (
+    EVALUATED,
     _block_count,
     _check_kit,
     _kit_networks,
+    _objective,
     _state_dict,
     _torch_load,
 )
@@ -31,15 +41,25 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "detect_format",
+    "hf_side_files",
     "load_encoder",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-FORMATS = ("auto", "kit", "ijepa", "radjepa", "dinov2")
+FORMATS = ("auto", "kit", "ijepa", "radjepa", "dinov2", "ijepa_hf")
 _KNOWN_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16, 1408: 16, 1536: 24}
 _STRIP_PREFIXES = ("module.", "_orig_mod.", "backbone.", "encoder.", "model.", "dinov2.")
+# How each format's own code resamples position embeddings (models.POS_INTERPOLATIONS). The
+# I-JEPA reference (and RadJEPA, built on it) resizes bicubic without antialiasing; its
+# interpolate_pos_encoding also drops a row it takes for a CLS token the encoder does not
+# have, which the kit does not copy. Hugging Face's Dinov2Model and IJepaModel resize bicubic
+# without antialiasing to the new size; the DINOv2 repository adds 0.1 to the scale factor.
+_POS_INTERP = {"kit": "timm", "ijepa": "bicubic", "radjepa": "bicubic", "dinov2": "dinov2",
+               "dinov2_hf": "bicubic", "ijepa_hf": "bicubic"}
+# Hugging Face's default LayerNorm eps per architecture, when no config.json says otherwise
+_HF_EPS = {"dinov2_hf": 1e-6, "ijepa_hf": 1e-12}
 
 
 def _load_file(path: Path) -> Any:
@@ -76,6 +96,21 @@ def _strip(sd: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _hf_layout(keys: Sequence[str]) -> str | None:
+    """``dinov2`` or ``ijepa_hf`` for Hugging Face key names, None for others; a Hugging Face
+    ViT-style layout with a CLS token (ViTModel, DeiT ...) is refused by name."""
+    if not any("embeddings.patch_embeddings" in k for k in keys):
+        return None
+    if not any("layernorm_before" in k or "intermediate.dense" in k for k in keys):
+        return "dinov2"  # Dinov2Model: norm1/norm2, mlp.fc1/fc2, layer_scale
+    if any(k.endswith("cls_token") for k in keys):
+        raise CheckpointError(
+            "Hugging Face ViT-style layout with a CLS token (layernorm_before, "
+            "intermediate.dense, embeddings.cls_token: ViTModel and relatives) is not a format "
+            f"the kit imports; it reads {FORMATS[1:]}. Export the encoder as a timm state dict.")
+    return "ijepa_hf"  # IJepaModel: ViT-style blocks, no CLS token
+
+
 def detect_format(obj: Any) -> str:
     """Guess the checkpoint format of a loaded object (see :data:`FORMATS`)."""
     if isinstance(obj, Mapping):
@@ -89,19 +124,24 @@ def detect_format(obj: Any) -> str:
             if key in obj and isinstance(obj[key], Mapping):
                 return detect_format(obj[key]) if key != "teacher" else "dinov2"
         keys = [k for k, v in obj.items() if isinstance(v, torch.Tensor)]
-        if any("embeddings.patch_embeddings" in k for k in keys):
-            return "dinov2"
+        hf = _hf_layout(keys)
+        if hf is not None:
+            return hf
         if any(k.endswith("cls_token") for k in keys):
             return "dinov2"
         if any(k.endswith("patch_embed.proj.weight") for k in keys):
             return "radjepa"
     raise CheckpointError(
-        "Unrecognised checkpoint layout; pass fmt= one of 'kit', 'ijepa', 'radjepa', 'dinov2'."
+        f"Unrecognised checkpoint layout; pass fmt= one of {FORMATS[1:]}."
     )
 
 
 def _hf_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """HuggingFace ``Dinov2Model`` keys (Rad-DINO's release) -> timm/DINOv2 key names."""
+    """Hugging Face ``Dinov2Model`` (Rad-DINO's release) and ``IJepaModel`` keys -> timm names.
+
+    Both the key names that ``save_pretrained`` writes (``attention.attention.query`` ...) and
+    the module names of transformers >= 5 (``attention.q_proj`` ...) are read.
+    """
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
     simple = {
@@ -113,10 +153,13 @@ def _hf_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "layernorm.weight": "norm.weight",
         "layernorm.bias": "norm.bias",
     }
-    layer_map = {
+    layer_map = {  # Dinov2Model | IJepaModel (ViT-style) -> timm Block
         "norm1": "norm1", "norm2": "norm2", "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2",
-        "attention.output.dense": "attn.proj",
+        "layernorm_before": "norm1", "layernorm_after": "norm2",
+        "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
+        "attention.output.dense": "attn.proj", "attention.o_proj": "attn.proj",
     }
+    part = {"query": "q", "key": "k", "value": "v", "q_proj": "q", "k_proj": "k", "v_proj": "v"}
     for k, v in sd.items():
         if k in simple:
             out[simple[k]] = v
@@ -125,16 +168,68 @@ def _hf_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not m:
             continue
         i, name, kind = int(m.group(1)), m.group(2), m.group(3)
+        last = name.rsplit(".", 1)[-1]
         if name in ("layer_scale1", "layer_scale2"):
             out[f"blocks.{i}.ls{name[-1]}.gamma"] = v
-        elif name.startswith("attention.attention."):
-            qkv.setdefault((i, kind), {})[name.rsplit(".", 1)[1]] = v
+        elif name.startswith("attention.") and last in part and name != "attention.output.dense":
+            qkv.setdefault((i, kind), {})[part[last]] = v
         elif name in layer_map:
             out[f"blocks.{i}.{layer_map[name]}.{kind}"] = v
     for (i, kind), parts in qkv.items():
-        out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat(
-            [parts["query"], parts["key"], parts["value"]], dim=0
-        )
+        if set(parts) == {"q", "k", "v"}:
+            out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]])
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable JSON file ({e}); fix or remove it.") from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+    return data
+
+
+def _numbers(value: Any, where: Path, name: str, positive: bool) -> tuple[float, ...]:
+    vals = value if isinstance(value, list | tuple) else [value]
+    ok = (len(vals) in (1, 3) and all(isinstance(v, int | float) and not isinstance(v, bool)
+                                      and math.isfinite(v) and (v > 0 or not positive)
+                                      for v in vals))
+    if not ok:
+        raise CheckpointError(f"{where}: {name}={value!r} must be 1 or 3 finite numbers"
+                              f"{' > 0' if positive else ''}.")
+    return tuple(float(v) for v in vals)
+
+
+def hf_side_files(weights: str | Path) -> dict[str, Any]:
+    """What a Hugging Face model folder says beside its weights: ``num_heads`` and ``norm_eps``
+    from ``config.json``, ``in_mean`` / ``in_std`` from ``preprocessor_config.json`` (HF's image
+    processor file: ``image_mean`` / ``image_std``). Only the keys found are returned."""
+    folder = Path(weights).parent
+    out: dict[str, Any] = {}
+    cfg = _read_json(folder / "config.json")
+    if cfg is not None:
+        where = folder / "config.json"
+        if cfg.get("use_swiglu_ffn"):
+            raise CheckpointError(f"{where}: use_swiglu_ffn=true (DINOv2 ViT-g); the kit's "
+                                  "encoder has a GELU MLP and cannot import SwiGLU blocks.")
+        heads = cfg.get("num_attention_heads")
+        if heads is not None:
+            if not isinstance(heads, int) or isinstance(heads, bool) or heads < 1:
+                raise CheckpointError(f"{where}: num_attention_heads={heads!r} must be >= 1.")
+            out["num_heads"] = heads
+        if cfg.get("layer_norm_eps") is not None:
+            out["norm_eps"] = _numbers(cfg["layer_norm_eps"], where, "layer_norm_eps", True)[0]
+    pre = _read_json(folder / "preprocessor_config.json")
+    if pre is not None and ("image_mean" in pre or "image_std" in pre):
+        where = folder / "preprocessor_config.json"
+        if "image_mean" not in pre or "image_std" not in pre:
+            raise CheckpointError(f"{where}: has only one of image_mean / image_std.")
+        out["in_mean"] = _numbers(pre["image_mean"], where, "image_mean", False)
+        out["in_std"] = _numbers(pre["image_std"], where, "image_std", True)
     return out
 
 
@@ -144,11 +239,13 @@ def _timm_like_encoder(
     num_heads: int | None,
     in_mean: Sequence[float],
     in_std: Sequence[float],
+    norm_eps: float = 1e-6,
 ) -> VisionTransformer:
     """Build and load a VisionTransformer from timm/I-JEPA/DINOv2 style key names."""
     try:
         w = sd["patch_embed.proj.weight"]
         pos = sd["pos_embed"]
+        fc1 = sd["blocks.0.mlp.fc1.weight"]
     except KeyError as e:
         raise CheckpointError(f"{where}: missing key {e}; is this a ViT state dict?") from None
     dim, chans, p = w.shape[0], w.shape[1], w.shape[-1]
@@ -157,7 +254,9 @@ def _timm_like_encoder(
         raise CheckpointError(f"{where}: no transformer blocks; is this a ViT state dict?")
     _state_dict({"weights": sd}, "weights", where)  # finite tensors only
     heads = num_heads or _KNOWN_HEADS.get(dim, max(1, dim // 64))
-    mlp_ratio = sd["blocks.0.mlp.fc1.weight"].shape[0] / dim
+    if dim % heads:
+        raise CheckpointError(f"{where}: width {dim} is not divisible by num_heads={heads}.")
+    mlp_ratio = fc1.shape[0] / dim
     has_cls = "cls_token" in sd
     reg = sd.get("register_tokens", sd.get("reg_token"))
     n_reg = 0 if reg is None else reg.shape[1]
@@ -173,7 +272,7 @@ def _timm_like_encoder(
         raise CheckpointError(f"{where}: cannot infer the patch grid from pos_embed {pos.shape}.")
     enc = VisionTransformer(
         img_size=(img_grid[0] * p, img_grid[1] * p), patch_size=p, in_chans=chans, embed_dim=dim,
-        depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
+        depth=depth, num_heads=heads, mlp_ratio=mlp_ratio, norm_eps=norm_eps,
         qkv_bias="blocks.0.attn.qkv.bias" in sd, init_values=1.0 if ls else None,
         class_token=has_cls, num_register_tokens=n_reg, in_mean=in_mean, in_std=in_std,
     )
@@ -213,15 +312,20 @@ def load_encoder(
 ) -> VisionTransformer:
     """Load an encoder from a local file, never downloading and never unpickling code.
 
-    Formats: ``kit`` (our checkpoints), ``ijepa`` (official: encoder/predictor/
+    Formats: ``kit`` (our checkpoints, any objective), ``ijepa`` (official: encoder/predictor/
     target_encoder with ``module.`` prefixes), ``radjepa`` (``{"encoder": timm ViT}``,
     e.g. jepa_encoder.pth.tar), ``dinov2`` (Rad-DINO/DINOv2 state dict, original or
-    HuggingFace key names, ``.safetensors`` or torch). ``which`` picks ``target`` (EMA,
-    the I-JEPA evaluation convention) or ``context`` for kit/ijepa files. 3-channel
-    imports keep their RGB patch embedding and receive the gray channel repeated,
-    normalised with ``in_mean``/``in_std`` (default ImageNet; Rad-DINO's processor uses
-    its own values, pass them here). Heads cannot be read from shapes; ``num_heads``
-    defaults to the standard ViT table (head width 64, 16 heads for ViT-L/H).
+    Hugging Face key names, ``.safetensors`` or torch), ``ijepa_hf`` (Hugging Face
+    ``IJepaModel``: ViT-style blocks, no CLS token). ``which`` picks ``target`` (the evaluated
+    encoder: the EMA target of I-JEPA, the teacher of DINO, MAE's only encoder) or ``context``
+    (the online encoder) for kit/ijepa files. 3-channel imports keep their RGB patch
+    embedding and receive the gray channel repeated, normalised with ``in_mean``/``in_std``:
+    given here, else a Hugging Face ``preprocessor_config.json`` beside the weights (Rad-DINO's
+    own statistics), else ImageNet's. Heads cannot be read from shapes: ``num_heads``, else a
+    ``config.json`` beside Hugging Face weights, else the standard ViT table (head width 64, 16
+    heads for ViT-L/H). The encoder resamples position embeddings like its source code
+    (``pos_interp``); ``import_info`` records format, interpolation and where the statistics
+    and heads came from.
     """
     path = Path(path)
     if fmt not in FORMATS:
@@ -232,13 +336,22 @@ def load_encoder(
     kind = detect_format(obj) if fmt == "auto" else fmt
     where = f"{path} ({kind} format)"
     if kind == "kit":
-        key = "target_encoder" if which == "target" else "encoder"
+        if in_mean is not None or in_std is not None:
+            raise CheckpointError(f"{where}: a kit checkpoint carries its own input statistics "
+                                  "(its config's in_mean / in_std); in_mean / in_std are for "
+                                  "imported encoders only.")
+        state = _check_kit(obj, path)
+        objective = _objective(state, where)
+        key = EVALUATED[objective] if which == "target" else "encoder"
         if key not in obj and "exported" in obj:
             raise CheckpointError(
-                f"{where}: this exported checkpoint keeps only the EMA target encoder; "
-                "load it with which='target'."
+                f"{where}: this exported checkpoint keeps only the evaluated encoder "
+                f"({EVALUATED[objective]}); load it with which='target'."
             )
-        return _kit_networks(_check_kit(obj, path), (key,), where)[key]
+        enc = _kit_networks(state, (key,), where)[key]
+        enc.import_info = {"format": "kit", "objective": objective, "network": key}
+        return enc
+    source = kind
     if kind == "ijepa":
         key = "target_encoder" if which == "target" else "encoder"
         if key not in obj:
@@ -246,18 +359,40 @@ def load_encoder(
         sd = _strip(obj[key])
     elif kind == "radjepa":
         sd = _strip(obj["encoder"] if "encoder" in obj else obj)
-    elif kind == "dinov2":
+    elif kind in ("dinov2", "ijepa_hf"):
         raw = obj
         for k in ("teacher", "state_dict", "model"):
             if isinstance(raw, Mapping) and k in raw and isinstance(raw[k], Mapping):
                 raw = raw[k]
         sd = _strip(raw)
-        if any(k.startswith("embeddings.") for k in sd):
+        hf = _hf_layout(list(sd))
+        if hf is not None:
+            if hf != kind:
+                raise CheckpointError(f"{where}: the keys are Hugging Face's {hf} layout, not "
+                                      f"{kind}; pass fmt={hf!r} or fmt='auto'.")
+            source = "dinov2_hf" if hf == "dinov2" else hf
             sd = _hf_to_timm(sd)
     else:  # pragma: no cover - guarded above
         raise CheckpointError(where)
+    side = hf_side_files(path) if source in _HF_EPS else {}
     w = sd.get("patch_embed.proj.weight")
     rgb = w is None or w.shape[1] == 3
+    given = in_mean is not None or in_std is not None
+    if given:
+        stats = "given"
+    elif "in_mean" in side:
+        stats, in_mean, in_std = "preprocessor_config.json", side["in_mean"], side["in_std"]
+    else:
+        stats = "ImageNet" if rgb else "kit default"
     mean = tuple(in_mean) if in_mean is not None else (IMAGENET_MEAN if rgb else (0.5,))
     std = tuple(in_std) if in_std is not None else (IMAGENET_STD if rgb else (0.25,))
-    return _timm_like_encoder(sd, where, num_heads, mean, std).eval()
+    heads = num_heads or side.get("num_heads")
+    enc = _timm_like_encoder(sd, where, heads, mean, std,
+                             side.get("norm_eps", _HF_EPS.get(source, 1e-6))).eval()
+    enc.pos_interp = _POS_INTERP[source]
+    enc.import_info = {
+        "format": source, "pos_interp": enc.pos_interp, "input_stats": stats,
+        "in_mean": list(mean), "in_std": list(std),
+        "heads": "given" if num_heads else "config.json" if "num_heads" in side else "ViT table",
+    }
+    return enc
