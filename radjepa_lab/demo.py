@@ -337,7 +337,8 @@ def objective_rows(ev: Evaluation, probe: str = "linear") -> list[dict[str, str]
             "RankMe (test features)": f"{ev.suite.rankme.get(r.name, float('nan')):.1f}",
             "images seen": f"{cost['images_seen']:,}" if cost["images_seen"] else "—",
             "images/s": f"{ips:.0f}" if ips else "—",
-            "training wall-clock": f"{secs / 60:.1f} min" if secs else "—",
+            "training wall-clock": (f"{secs / 60:.1f} min" if secs >= 120 else f"{secs:.0f} s")
+            if secs else "—",
         })
     return out
 

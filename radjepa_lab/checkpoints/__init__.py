@@ -35,6 +35,7 @@ from radjepa_lab.checkpoints.kit import (
     REPO_ROOT,
     SHIPPED_CHECKPOINT,
     SHIPPED_CHECKPOINTS,
+    SHIPPED_JEPA_SAME_BUDGET,
     JEPAModels,
     TrainedModels,
     as_jepa,
@@ -48,6 +49,7 @@ from radjepa_lab.checkpoints.kit import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    shipped_checkpoints,
     training_log,
 )
 
@@ -65,6 +67,7 @@ __all__ = [
     "REPO_ROOT",
     "SHIPPED_CHECKPOINT",
     "SHIPPED_CHECKPOINTS",
+    "SHIPPED_JEPA_SAME_BUDGET",
     "JEPAModels",
     "TrainedModels",
     "as_jepa",
@@ -81,5 +84,6 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "shipped_checkpoints",
     "training_log",
 ]

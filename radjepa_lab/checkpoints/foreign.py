@@ -139,8 +139,9 @@ def detect_format(obj: Any) -> str:
 def _hf_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Hugging Face ``Dinov2Model`` (Rad-DINO's release) and ``IJepaModel`` keys -> timm names.
 
-    Both the key names that ``save_pretrained`` writes (``attention.attention.query`` ...) and
-    the module names of transformers >= 5 (``attention.q_proj`` ...) are read.
+    Both the key names that ``save_pretrained`` writes (``encoder.layer.N.attention.attention.
+    query`` ...) and the module names of transformers >= 5 (``layers.N.attention.q_proj`` ...)
+    are read.
     """
     out: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
@@ -164,7 +165,7 @@ def _hf_to_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if k in simple:
             out[simple[k]] = v
             continue
-        m = re.match(r"^encoder\.layer\.(\d+)\.(.+)\.(weight|bias|lambda1)$", k)
+        m = re.match(r"^(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias|lambda1)$", k)
         if not m:
             continue
         i, name, kind = int(m.group(1)), m.group(2), m.group(3)

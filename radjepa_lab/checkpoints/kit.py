@@ -45,6 +45,7 @@ __all__ = [
     "REPO_ROOT",
     "SHIPPED_CHECKPOINT",
     "SHIPPED_CHECKPOINTS",
+    "SHIPPED_JEPA_SAME_BUDGET",
     "JEPAModels",
     "TrainedModels",
     "as_jepa",
@@ -58,6 +59,7 @@ __all__ = [
     "rng_state",
     "save_checkpoint",
     "set_rng_state",
+    "shipped_checkpoints",
     "training_log",
 ]
 
@@ -66,12 +68,16 @@ CKPT_FORMAT = "radjepa_lab"
 CKPT_VERSION = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CHECKPOINT = REPO_ROOT / "data" / "checkpoints" / "radjepa_lab_phantom.pt"
-# The shipped checkpoint of each objective (notebook 09's default comparison; data/README.md)
+# The shipped checkpoint of each objective (notebook 09's default comparison; data/README.md).
+# bench/objectives.sh trains DINO and MAE at the shipped JEPA's budget on a GPU; without one it
+# trains all three at the cpu-long budget and ships that JEPA run as well
+# (radjepa_lab_phantom_jepa.pt), which the comparison then uses: shipped_checkpoints().
 SHIPPED_CHECKPOINTS = {
     "jepa": SHIPPED_CHECKPOINT,
     "dino": SHIPPED_CHECKPOINT.with_name("radjepa_lab_phantom_dino.pt"),
     "mae": SHIPPED_CHECKPOINT.with_name("radjepa_lab_phantom_mae.pt"),
 }
+SHIPPED_JEPA_SAME_BUDGET = SHIPPED_CHECKPOINT.with_name("radjepa_lab_phantom_jepa.pt")
 LOG_SUFFIX = ".metrics.jsonl"  # an exported checkpoint's training log: <name>.metrics.jsonl
 
 # The networks a kit checkpoint of each objective holds (its state keys), the one every
@@ -464,6 +470,13 @@ def export_checkpoint(src: str | Path, dst: str | Path, half: bool = True,
         except OSError as e:
             raise OutputError.from_os(e, log_copy, "the training log") from e
     return path
+
+
+def shipped_checkpoints() -> dict[str, Path]:
+    """The three shipped checkpoints of one budget, per objective: the shipped JEPA, or its
+    same-budget CPU run when bench/objectives.sh shipped one (:data:`SHIPPED_JEPA_SAME_BUDGET`)."""
+    jepa = SHIPPED_JEPA_SAME_BUDGET if SHIPPED_JEPA_SAME_BUDGET.is_file() else SHIPPED_CHECKPOINT
+    return {**SHIPPED_CHECKPOINTS, "jepa": jepa}
 
 
 def training_log(checkpoint: str | Path) -> Path:
