@@ -108,7 +108,7 @@ def test_comparison_runs_name_the_command_for_missing_shipped_files(tmp_path, mo
     monkeypatch.setattr(N, "SHIPPED_CHECKPOINTS", fake)
     with pytest.raises(CheckpointError, match=r"radjepa_lab_phantom_dino\.pt.*bench/objectives\.sh"):
         N.comparison_runs(resolve_profile("cpu"), verbose=False)
-    for o, p in fake.items():
+    for p in fake.values():
         write_kit_checkpoint(p)
     runs = N.comparison_runs(resolve_profile("cpu"), verbose=False)
     assert {o: r[0] for o, r in runs.items()} == fake and "dino-gpu-phantom" in runs["dino"][1]
