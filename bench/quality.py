@@ -5,16 +5,19 @@ It runs exactly what ``make demo`` runs after pretraining (``radjepa_lab.demo``:
 pretraining never uses, the stronger random init of each model's own architecture, raw
 pixels, paired bootstrap CIs), so a figure here is the figure a user's demo report shows.
 
-Models: ``--checkpoint PATH`` (repeatable; e.g. the shipped one) and/or ``--preset NAME``
-(pretrained here through ``train.pretrain``, with ``--steps`` / ``--set`` overrides).
-Printed: the lead table (macro AUPRC, paired Δ vs the stronger random init and vs pixels),
-per-finding AUPRC, kNN, Dice, retrieval, the RankMe history, and the timings;
-``OUT/quality.json`` holds everything.
+Models: ``--checkpoint PATH`` (repeatable; e.g. the shipped one; ``--name`` gives each a name)
+and/or ``--preset NAME`` (pretrained here through ``train.pretrain``, with ``--steps`` / ``--set``
+overrides; a dino-* / mae-* preset trains that objective). Printed: the lead table (macro
+AUPRC, paired Δ vs the stronger random init and vs pixels), per-finding AUPRC, kNN, Dice,
+retrieval, the RankMe history, and the timings; with several models also the objectives table
+(one row per model: AUPRC, Δ vs random init, lung Dice, RankMe, images/s) and every pair's paired
+Δ, the README's comparison of I-JEPA, DINO and MAE. ``OUT/quality.json`` holds everything.
 
 Examples:
   python bench/quality.py --preset cpu                       # the demo's own run and probe
   python bench/quality.py --checkpoint data/checkpoints/radjepa_lab_phantom.pt
   python bench/quality.py --preset smoke --profile smoke     # seconds, for tests
+  bash bench/objectives.sh                                   # I-JEPA vs DINO vs MAE (README)
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", action="append", default=[],
                    help="kit checkpoint to evaluate (repeatable)")
+    p.add_argument("--name", action="append", default=[],
+                   help="a name for each --checkpoint, in the same order (default: checkpoint N)")
     p.add_argument("--preset", default=None, help="pretrain this preset first")
     p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -52,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluate_checkpoints,
         lead_rows,
         load_contender,
+        objective_rows,
+        pairwise_rows,
         verdict_lines,
         write_evaluation,
     )
@@ -62,9 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     contenders, train_s = [], None
+    if a.name and len(a.name) != len(a.checkpoint):
+        p.error(f"give one --name per --checkpoint ({len(a.checkpoint)}), got {len(a.name)}")
     for i, path in enumerate(a.checkpoint):
-        contenders.append(load_contender(f"checkpoint {i + 1}" if len(a.checkpoint) > 1
-                                         else "checkpoint", path, str(path)))
+        name = a.name[i] if a.name else (f"checkpoint {i + 1}" if len(a.checkpoint) > 1
+                                          else "checkpoint")
+        contenders.append(load_contender(name, path, str(path)))
     if a.preset:
         from radjepa_lab.train import pretrain
 
@@ -112,9 +122,18 @@ def main(argv: list[str] | None = None) -> int:
                   f"{h['loss_end']:.4f}")
     for line in verdict_lines(ev):
         print(line)
+    objectives, pairs = [], []
+    if len(contenders) > 1:
+        objectives = objective_rows(ev)
+        probes = [q for q in ("linear", "knn") if any(r.probe == q for r in ev.suite.rows)]
+        pairs = [row for q in probes for row in pairwise_rows(ev, q)]
+        print("\nObjectives side by side (one encoder, one budget of images)")
+        print(markdown_table(objectives))
+        print("Every pair, paired bootstrap Δ macro AUPRC")
+        print(markdown_table(pairs))
     write_evaluation(ev, out / "report", "RadJEPA Lab quality benchmark", umap_method="pca")
     result = {"args": vars(a), "timing_s": {"pretrain": train_s, "evaluate": ev.seconds},
-              "lead": lead, "history": history,
+              "lead": lead, "history": history, "objectives": objectives, "pairs": pairs,
               **json.loads((out / "report" / "results.json").read_text())}
     path = out / "quality.json"
     path.write_text(json.dumps(result, indent=1, default=str))

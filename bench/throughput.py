@@ -146,10 +146,9 @@ def make_kit(args: argparse.Namespace) -> Callable[[int], tuple[int, int]]:
     def step(i: int) -> tuple[int, int]:
         imgs = images.index_select(0, h2d(batches.batch(i), dev)).float() / 255.0
         mb = step_masks(masks, cfg.batch_size, cfg.seed, i, 0)
-        ctx, tgt = h2d(mb.context, dev), h2d(mb.targets, dev)
-        loss, _ = jepa.step(i, imgs, ctx, tgt, check=True)
+        loss, _ = jepa.step(i, imgs, mb, check=True)  # moves the masks to dev, as pretrain does
         float(loss)
-        return ctx.shape[1], tgt.shape[2]
+        return mb.context.shape[1], mb.targets.shape[2]
 
     return step
 

@@ -4,7 +4,9 @@ Every step's batch and masks are a pure function of ``(seed, step, rank)``:
 :class:`StepBatchSampler` maps a step to dataset indices through seeded epoch permutations and
 :func:`step_masks` draws the step's context/target blocks from a generator seeded the same
 way. A run resumed at step ``s`` therefore replays exactly the batches an uninterrupted run
-would have seen, and the union over DDP ranks equals the single-process batch.
+would have seen, and the union over DDP ranks equals the single-process batch. The same holds
+for the other objectives' inputs: MAE's random patch masks come from :func:`step_masks` too,
+and DINO's views (:func:`multi_crop`) from the step's crop generator.
 
 :func:`step_stream` is what the trainer (and ``bench/throughput.py``) iterates: it materialises
 the dataset once as uint8 when ``cache_data`` is on (one gather per step, no per-item Python),
@@ -14,6 +16,7 @@ or streams it through DataLoader workers that also draw the masks.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,17 +24,22 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from radjepa_lab.config import TrainConfig
 from radjepa_lab.data.datasets import close_loader
-from radjepa_lab.data.transforms import random_resized_crop, resize_batch
+from radjepa_lab.data.transforms import (
+    random_intensity_jitter,
+    random_resized_crop,
+    resize_batch,
+)
 from radjepa_lab.errors import DataError
-from radjepa_lab.masks import MaskBatch, MultiBlockMaskSampler
 from radjepa_lab.runs import worker_init
 
 __all__ = [
+    "MultiCrop",
     "StepBatchSampler",
     "cache_dataset",
     "default_dataset",
     "h2d",
     "monitor_images",
+    "multi_crop",
     "step_masks",
     "step_stream",
 ]
@@ -108,9 +116,13 @@ class StepBatchSampler(Sampler[list[int]]):
         return self.steps - self.start
 
 
-def step_masks(sampler: MultiBlockMaskSampler, b: int, seed: int, step: int,
-               rank: int) -> MaskBatch:
-    """The masks of one step on one rank, from a generator seeded by (seed, step, rank)."""
+def step_masks(sampler: Any, b: int, seed: int, step: int, rank: int) -> Any:
+    """The masks of one step on one rank, from a generator seeded by (seed, step, rank).
+
+    ``sampler`` is the objective's: I-JEPA's MultiBlockMaskSampler (a MaskBatch), MAE's
+    RandomPatchMasker (PatchMasks), or None for DINO, whose views carry no masks."""
+    if sampler is None:
+        return None
     g = torch.Generator().manual_seed((seed * 7_919 + step) * 1_009 + rank)
     return sampler.sample(b, g)
 
@@ -164,12 +176,12 @@ def monitor_images(data: Dataset, cached: torch.Tensor | None, cfg: TrainConfig)
 class _StepCollate:
     """Collates images and draws the step's masks (runs inside DataLoader workers)."""
 
-    def __init__(self, masks: MultiBlockMaskSampler, seed: int, rank: int, size: int,
+    def __init__(self, masks: Any, seed: int, rank: int, size: int,
                  chans: int) -> None:
         self.masks, self.seed, self.rank = masks, seed, rank
         self.size, self.chans = size, chans
 
-    def __call__(self, items: list[tuple[int, Any]]) -> tuple[int, torch.Tensor, MaskBatch]:
+    def __call__(self, items: list[tuple[int, Any]]) -> tuple[int, torch.Tensor, Any]:
         step = items[0][0]
         imgs = torch.stack([_item_image(it) for _, it in items])
         imgs = _model_images(imgs, self.size, self.chans)
@@ -202,18 +214,57 @@ class _KeyedBatches(Sampler[list[tuple[int, int]]]):
         return len(self.inner)
 
 
-def _augment(imgs: torch.Tensor, cfg: TrainConfig, step: int, rank: int) -> torch.Tensor:
-    """The step's crops (``cfg.crop_scale``), from a generator seeded by (seed, step, rank)."""
-    if cfg.crop_scale is None:
+@dataclass
+class MultiCrop:
+    """DINO's views of one batch of B images: ``globals`` [2B, C, S, S] (view 0 of every image,
+    then view 1) and ``locals`` [n_local * B, C, s, s] (or None), grouped by view the same way."""
+
+    globals: torch.Tensor
+    locals: torch.Tensor | None
+    n_images: int
+
+    @property
+    def n_views(self) -> int:
+        n_local = 0 if self.locals is None else self.locals.shape[0] // self.n_images
+        return 2 + n_local
+
+
+def multi_crop(imgs: torch.Tensor, cfg: TrainConfig, generator: torch.Generator) -> MultiCrop:
+    """DINO's multi-crop: 2 global crops at the model's size (scale ``dino.global_scale``) and
+    ``dino.n_local`` local crops at ``cfg.local_px`` (scale ``dino.local_scale``) of every image,
+    with intensity jitter when ``dino.jitter`` > 0; batched, all numbers from ``generator``. No
+    flips."""
+    d = cfg.dino
+
+    def views(n: int, scale: tuple[float, float], size: int) -> torch.Tensor:
+        many = imgs.repeat(n, 1, 1, 1)  # view-major: [view 0 of all images, view 1, ...]
+        crops = random_resized_crop(many, scale, generator, size=size)
+        return random_intensity_jitter(crops, d.jitter, generator) if d.jitter > 0 else crops
+
+    glob = views(2, d.global_scale, cfg.model.img_size)
+    loc = views(d.n_local, d.local_scale, cfg.local_px) if d.n_local else None
+    return MultiCrop(glob, loc, imgs.shape[0])
+
+
+def _augment(imgs: torch.Tensor, cfg: TrainConfig, step: int,
+             rank: int) -> torch.Tensor | MultiCrop:
+    """The step's crops, from a generator seeded by (seed, step, rank): DINO's views, or the
+    random resized crops of ``cfg.crop_scale`` (none by default)."""
+    if cfg.objective != "dino" and cfg.crop_scale is None:
         return imgs
     g = torch.Generator().manual_seed(cfg.seed * 31_337 + step + rank * 1_000_003)
+    if cfg.objective == "dino":
+        return multi_crop(imgs, cfg, g)
     return random_resized_crop(imgs, cfg.crop_scale, g)
 
 
 def step_stream(dataset: Dataset, cached: torch.Tensor | None, cfg: TrainConfig, start: int,
-                masks: MultiBlockMaskSampler, device: torch.device, rank: int = 0,
-                world_size: int = 1) -> Iterator[tuple[int, torch.Tensor, MaskBatch]]:
-    """Yield (step, images on ``device``, masks) for steps ``start .. cfg.steps - 1``."""
+                masks: Any, device: torch.device, rank: int = 0,
+                world_size: int = 1) -> Iterator[tuple[int, Any, Any]]:
+    """Yield (step, images on ``device``, masks) for steps ``start .. cfg.steps - 1``.
+
+    ``masks`` is the objective's sampler (see :func:`step_masks`); for DINO the images come as
+    a :class:`MultiCrop` of views and the masks are None."""
     sampler = StepBatchSampler(len(dataset), cfg.batch_size, cfg.seed, start, cfg.steps,  # type: ignore[arg-type]
                                rank, world_size)
     if cached is not None:  # one gather per step, no per-item Python

@@ -47,7 +47,8 @@ def _cmd_pretrain(a: argparse.Namespace) -> int:
 def _cmd_embed(a: argparse.Namespace) -> int:
     from radjepa_lab.demo import embed_to_file
 
-    out = embed_to_file(Path(a.checkpoint), a.data, Path(a.out), pool=a.pool, size=a.size)
+    out = embed_to_file(Path(a.checkpoint), a.data, Path(a.out), pool=a.pool, size=a.size,
+                        in_mean=a.in_mean, in_std=a.in_std)
     print(f"embeddings: {out}")
     return 0
 
@@ -56,7 +57,7 @@ def _cmd_probe(a: argparse.Namespace) -> int:
     from radjepa_lab.demo import probe_report
 
     out = probe_report(Path(a.checkpoint), a.data, Path(a.out), n_train=a.n_train,
-                       n_test=a.n_test, seed=a.seed)
+                       n_test=a.n_test, seed=a.seed, in_mean=a.in_mean, in_std=a.in_std)
     print(f"report: {out}")
     return 0
 
@@ -67,6 +68,15 @@ def _cmd_demo(a: argparse.Namespace) -> int:
     report = run_demo(Path(a.out), profile=a.profile)
     print(f"demo report: {report}")
     return 0
+
+
+def _input_stats(s: argparse.ArgumentParser) -> None:
+    """--in-mean / --in-std: an imported encoder's input statistics."""
+    for flag, what in (("--in-mean", "mean"), ("--in-std", "std")):
+        s.add_argument(flag, type=float, nargs="+", default=None, metavar="X",
+                       help=f"input {what} of an imported encoder, 1 or 3 values (default: a "
+                            "Hugging Face preprocessor_config.json beside the weights, e.g. "
+                            "Rad-DINO's, else ImageNet's); kit checkpoints carry their own")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=_cmd_make_phantoms)
 
-    s = sub.add_parser("pretrain", help="I-JEPA pretraining with a named preset")
+    s = sub.add_parser("pretrain", help="pretraining with a named preset (I-JEPA; dino-* and "
+                       "mae-* presets train the contrasting objectives)")
     s.add_argument("--preset", default="cpu", help=preset_help())
     s.add_argument("--data", default=None,
                    help="'phantoms' (the preset's default) or a folder / CSV manifest")
@@ -103,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
     s.add_argument("--pool", default="mean", help="mean | 2x2")
     s.add_argument("--size", type=int, default=None, help="image size (default: the checkpoint's)")
+    _input_stats(s)
     s.set_defaults(func=_cmd_embed)
 
     s = sub.add_parser("probe", help="probe a checkpoint against random init; writes a report")
@@ -112,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n-train", type=int, default=None, help="default: the demo's probe size")
     s.add_argument("--n-test", type=int, default=None, help="default: the demo's test size")
     s.add_argument("--seed", type=int, default=0)
+    _input_stats(s)
     s.set_defaults(func=_cmd_probe)
 
     s = sub.add_parser("demo", help="phantoms -> pretrain -> embed -> probe -> report")

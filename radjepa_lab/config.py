@@ -23,7 +23,11 @@ from radjepa_lab.errors import ConfigError
 __all__ = [
     "ENCODER_INITS",
     "LOSSES",
+    "NETWORK_FIELDS",
+    "OBJECTIVES",
     "PATCH_INITS",
+    "DinoConfig",
+    "MAEConfig",
     "MaskConfig",
     "ModelConfig",
     "TrainConfig",
@@ -45,6 +49,9 @@ __all__ = [
 PATCH_INITS = ("xavier", "trunc_normal", "torch_default")
 ENCODER_INITS = ("kit", "torch_default")
 LOSSES = ("smooth_l1", "l2")
+# What the one trainer optimises (radjepa_lab.train): I-JEPA's latent prediction, DINO-style
+# self-distillation, or MAE pixel reconstruction.
+OBJECTIVES = ("jepa", "dino", "mae")
 EQUALIZE = ("subsample", "truncate")
 # Keys that older kit checkpoints stored in their config and that now live in the preset
 # table (radjepa_lab.presets); they are recognised and dropped when such a file is read.
@@ -53,6 +60,9 @@ LEGACY_TRAIN_KEYS = ("expected_minutes", "description")
 # them without asking (e.g. resuming a GPU run on another machine). Every other change needs
 # pretrain(allow_changes=...) / --set on the resume command.
 RUNTIME_FIELDS = ("device", "compile", "num_workers", "cache_data")
+# Fields besides model.* that decide which networks a checkpoint holds and their shapes: a
+# resumed run can never change them (the weights only load into what they were trained as).
+NETWORK_FIELDS = ("objective", "dino.out_dim", "dino.hidden_dim", "dino.bottleneck_dim")
 
 
 # ----------------------------------------------------------------------------- allowed values
@@ -105,8 +115,17 @@ LIMITS: dict[str, dict[str, Range | tuple[Any, ...]]] = {
         "drop_path": Range(0, 1, hi_open=True), "init_std": POSITIVE, "norm_eps": POSITIVE,
         "in_std": POSITIVE,
     },
+    "DinoConfig": {
+        "n_local": NON_NEGATIVE, "global_scale": FRACTION, "local_scale": FRACTION,
+        "local_size": AT_LEAST_1, "jitter": Range(0, 1), "out_dim": AT_LEAST_1,
+        "hidden_dim": AT_LEAST_1, "bottleneck_dim": AT_LEAST_1, "student_temp": POSITIVE,
+        "teacher_temp": POSITIVE, "warmup_teacher_temp": POSITIVE,
+        "teacher_temp_warmup": Range(0, 1), "center_momentum": Range(0, 1),
+        "freeze_prototypes": Range(0, 1),
+    },
+    "MAEConfig": {"mask_ratio": Range(0, 1, lo_open=True, hi_open=True)},
     "TrainConfig": {
-        "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE,
+        "objective": OBJECTIVES, "steps": AT_LEAST_1, "batch_size": AT_LEAST_1, "lr": POSITIVE,
         "start_lr": NON_NEGATIVE, "final_lr": NON_NEGATIVE, "warmup": NON_NEGATIVE,
         "wd": NON_NEGATIVE, "ema": Range(0, 1), "betas": Range(0, 1, hi_open=True),
         "loss": LOSSES, "smooth_l1_beta": NON_NEGATIVE, "grad_clip": POSITIVE, "seed": SEED,
@@ -116,7 +135,8 @@ LIMITS: dict[str, dict[str, Range | tuple[Any, ...]]] = {
     },
 }
 # How the command line spells a section's fields, for the "fix it with --set" hint.
-_SET_PREFIX = {"MaskConfig": "masks.", "ModelConfig": "model.", "TrainConfig": ""}
+_SET_PREFIX = {"MaskConfig": "masks.", "ModelConfig": "model.", "DinoConfig": "dino.",
+               "MAEConfig": "mae.", "TrainConfig": ""}
 
 
 @functools.cache
@@ -240,7 +260,9 @@ class ModelConfig:
     pred_depth: int = 3
     pred_num_heads: int = 3
     patch_init: str = "xavier"
-    encoder_init: str = "kit"  # where training starts: "kit" (I-JEPA init) or "torch_default"
+    # where training starts: "kit" (the I-JEPA constructor's init, see models._init_kit) or
+    # "torch_default"
+    encoder_init: str = "kit"
     qkv_bias: bool = True
     drop_path: float = 0.0
     init_std: float = 0.02
@@ -279,16 +301,81 @@ class ModelConfig:
 
 
 @dataclass
+class DinoConfig:
+    """DINO-style self-distillation (``TrainConfig.objective="dino"``; read only then).
+
+    Defaults follow DINO (Caron et al. 2021) and DINOv2, the recipe behind Rad-DINO, scaled to
+    the kit's small encoders: 2 global crops (scale 0.4-1) and ``n_local`` local crops (scale
+    0.05-0.4) at ``local_size`` px (None: half the image, a multiple of the patch size). No
+    flips (laterality matters on a chest X-ray) and, by default, no intensity jitter: ``jitter``
+    > 0 adds DINO's colour jitter restricted to gray images (brightness and contrast of that
+    strength, probability 0.8), but intensity carries diagnostic meaning on a radiograph and,
+    on the ``cpu`` preset, jitter 0.4 drove the teacher's targets to uniform within 160 steps
+    (bench/RESULTS.md). The head
+    is a 3-layer MLP (``hidden_dim``) to a ``bottleneck_dim`` code and ``out_dim`` prototypes.
+    Teacher temperature ``warmup_teacher_temp -> teacher_temp`` over the first
+    ``teacher_temp_warmup`` of the run, student temperature ``student_temp``, teacher centre EMA
+    ``center_momentum``; the prototypes stay frozen for the first ``freeze_prototypes`` of the
+    run (DINO's ``freeze_last_layer``).
+    """
+
+    n_local: int = 6
+    global_scale: tuple[float, float] = (0.4, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.4)
+    local_size: int | None = None
+    jitter: float = 0.0
+    out_dim: int = 1024
+    hidden_dim: int = 512
+    bottleneck_dim: int = 128
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    teacher_temp_warmup: float = 0.3
+    center_momentum: float = 0.9
+    freeze_prototypes: float = 0.01
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("global_scale", "local_scale"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ConfigError(f"DinoConfig.{name}=({lo}, {hi}) must satisfy low <= high.")
+
+
+@dataclass
+class MAEConfig:
+    """MAE-style reconstruction (``TrainConfig.objective="mae"``; read only then).
+
+    ``mask_ratio`` of the patches are hidden (He et al. 2022: 0.75), the encoder sees the rest,
+    and a light decoder of the predictor's shape (``ModelConfig.pred_*``) reconstructs the
+    hidden patches' pixels, each patch normalised by its own mean and std when ``norm_pix``
+    (MAE's ``norm_pix_loss``).
+    """
+
+    mask_ratio: float = 0.75
+    norm_pix: bool = True
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass
 class TrainConfig:
     """One pretraining run. ``batch_size`` is the GLOBAL batch (split over DDP ranks).
 
     Schedules follow I-JEPA: LR linear warmup ``start_lr -> lr`` over ``warmup`` steps
     then cosine to ``final_lr``; weight decay cosine ``wd[0] -> wd[1]``; EMA momentum
-    linear ``ema[0] -> ema[1]``.
+    linear ``ema[0] -> ema[1]``. ``objective`` picks what the one trainer optimises (``jepa``,
+    ``dino`` or ``mae``); every other field means the same for all three (``masks`` is read by
+    ``jepa`` only, ``dino`` and ``mae`` by their objective only, ``ema`` by the two with a
+    teacher).
     """
 
     model: ModelConfig = field(default_factory=ModelConfig)
     masks: MaskConfig = field(default_factory=MaskConfig)
+    objective: str = "jepa"
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    mae: MAEConfig = field(default_factory=MAEConfig)
     steps: int = 500
     batch_size: int = 64
     lr: float = 1e-3
@@ -331,6 +418,18 @@ class TrainConfig:
         if self.crop_scale is not None and self.crop_scale[0] > self.crop_scale[1]:
             raise ConfigError(f"TrainConfig.crop_scale={self.crop_scale} must satisfy "
                               "low <= high.")
+        local, p = self.dino.local_size, self.model.patch_size
+        if local is not None and (local % p or local > self.model.img_size):
+            raise ConfigError(
+                f"DinoConfig.local_size={local} must be a multiple of the patch size {p} and "
+                f"at most img_size={self.model.img_size}; fix it with --set dino.local_size=N.")
+
+    @property
+    def local_px(self) -> int:
+        """Size of DINO's local crops: ``dino.local_size``, or half the image rounded down to a
+        multiple of the patch size (at least one patch)."""
+        p = self.model.patch_size
+        return self.dino.local_size or max(p, self.model.img_size // 2 // p * p)
 
     @property
     def phantom_px(self) -> int:
@@ -367,7 +466,11 @@ def config_from_dict(d: dict[str, Any]) -> TrainConfig:
     d = {k: v for k, v in d.items() if k not in LEGACY_TRAIN_KEYS}
     model = _build(ModelConfig, dict(d.pop("model", {})), "config.model")
     masks = _build(MaskConfig, dict(d.pop("masks", {})), "config.masks")
-    return _build(TrainConfig, {**d, "model": model, "masks": masks}, "config")
+    # dino and mae came with issue 21; older checkpoints (JEPA only) get their defaults
+    dino = _build(DinoConfig, dict(d.pop("dino", {})), "config.dino")
+    mae = _build(MAEConfig, dict(d.pop("mae", {})), "config.mae")
+    return _build(TrainConfig, {**d, "model": model, "masks": masks, "dino": dino, "mae": mae},
+                  "config")
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

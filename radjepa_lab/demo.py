@@ -27,10 +27,17 @@ import numpy as np
 import torch
 
 from radjepa_lab.analysis.evaluation import EvalData, SuiteResult
-from radjepa_lab.checkpoints import SHIPPED_CHECKPOINT, JEPAModels, load_encoder, load_jepa
-from radjepa_lab.config import ModelConfig
+from radjepa_lab.checkpoints import (
+    SHIPPED_CHECKPOINT,
+    JEPAModels,
+    as_jepa,
+    load_encoder,
+    load_trained,
+    training_log,
+)
+from radjepa_lab.config import ModelConfig, TrainConfig
 from radjepa_lab.errors import CheckpointError, RadJEPALabError
-from radjepa_lab.monitors import METRICS_NAME, read_metrics, summarize_history
+from radjepa_lab.monitors import read_metrics, summarize_history
 from radjepa_lab.presets import ProbeSizes, resolve_profile
 from radjepa_lab.viz.report import ReportSection, comparison_table, write_report
 
@@ -43,7 +50,10 @@ __all__ = [
     "evaluate_checkpoints",
     "lead_rows",
     "load_contender",
+    "objective_rows",
+    "pairwise_rows",
     "probe_report",
+    "run_cost",
     "run_demo",
     "verdict_lines",
     "write_evaluation",
@@ -54,6 +64,13 @@ __all__ = [
 EVAL_SEED = 10_000
 SHIPPED_HOW = ("radjepa-lab pretrain --preset gpu-phantom (8000 steps at batch 128 on one GPU), "
                "then checkpoints.export_checkpoint")
+# How the shipped checkpoint of each objective was trained (bench/objectives.sh writes them)
+SHIPPED_HOW_BY_OBJECTIVE = {
+    "jepa": SHIPPED_HOW,
+    **{o: f"radjepa-lab pretrain --preset {o}-gpu-phantom (the JEPA recipe's encoder, data, "
+          "steps x batch and schedules), then checkpoints.export_checkpoint; see "
+          "bench/objectives.sh" for o in ("dino", "mae")},
+}
 POOL = "2x2"
 
 
@@ -62,16 +79,19 @@ POOL = "2x2"
 
 @dataclass
 class Contender:
-    """One model under evaluation: its evaluated (EMA target) encoder and where it came from."""
+    """One model under evaluation: its evaluated encoder (I-JEPA's EMA target, DINO's teacher,
+    MAE's encoder) and where it came from."""
 
     name: str
     path: Path
     encoder: torch.nn.Module
-    jepa: JEPAModels | None  # all three networks, for kit checkpoints
+    jepa: JEPAModels | None  # all three networks, for kit I-JEPA checkpoints
     model: ModelConfig
     seed: int
     how: str = ""  # how it was trained (a command), for the report
     history: list[dict[str, Any]] = field(default_factory=list)  # its metrics.jsonl
+    objective: str | None = None  # jepa | dino | mae for kit checkpoints, None for imports
+    config: TrainConfig | None = None  # a kit checkpoint's run config
 
 
 def _model_config_like(encoder: Any) -> ModelConfig:
@@ -86,19 +106,25 @@ def _model_config_like(encoder: Any) -> ModelConfig:
     )
 
 
-def load_contender(name: str, path: str | Path, how: str = "") -> Contender:
-    """A kit checkpoint (all three networks, its config and training log) or any encoder file
-    :func:`radjepa_lab.checkpoints.load_encoder` reads."""
+def load_contender(name: str, path: str | Path, how: str = "",
+                   in_mean: Sequence[float] | None = None,
+                   in_std: Sequence[float] | None = None) -> Contender:
+    """A kit checkpoint of any objective (its evaluated encoder, config and training log; all
+    three networks of an I-JEPA one) or any encoder file
+    :func:`radjepa_lab.checkpoints.load_encoder` reads (``in_mean`` / ``in_std``: its input
+    statistics, e.g. Rad-DINO's; by default a Hugging Face preprocessor_config.json beside it)."""
     path = Path(path)
     try:
-        jepa = load_jepa(path)
+        run = load_trained(path)
     except CheckpointError as e:
         if "not a RadJEPA Lab checkpoint" not in str(e):
             raise
-        enc = load_encoder(path).eval()
+        enc = load_encoder(path, in_mean=in_mean, in_std=in_std).eval()
         return Contender(name, path, enc, None, _model_config_like(enc), 0, how)
-    return Contender(name, path, jepa.target_encoder, jepa, jepa.config.model, jepa.config.seed,
-                     how, read_metrics(path.parent / METRICS_NAME))
+    jepa = as_jepa(run) if run.objective == "jepa" else None
+    return Contender(name, path, jepa.target_encoder if jepa else run.evaluated, jepa,
+                     run.config.model, run.config.seed, how, read_metrics(training_log(path)),
+                     run.objective, run.config)
 
 
 @dataclass
@@ -172,7 +198,7 @@ def evaluate_checkpoints(
         if n_total:
             n_test = max(1, n_total // 4)
             n_train = n_total - n_test
-        px = contenders[0].jepa.config.phantom_px if contenders[0].jepa else size
+        px = contenders[0].config.phantom_px if contenders[0].config else size
         ev = phantom_eval_data(n_train, n_test, seed=EVAL_SEED + 2 * seed, size=size,
                                phantom_size=px)
     else:
@@ -255,6 +281,65 @@ def lead_rows(ev: Evaluation, probe: str = "linear") -> list[dict[str, str]]:
                 "Δ vs stronger random init [95% CI]": _delta(px.delta_vs_baseline),
                 "p": f"{px.p_value:.3f}" if px.p_value is not None else "",
                 "Δ vs raw pixels [95% CI]": "—", "verdict": "baseline"})
+    return out
+
+
+def pairwise_rows(ev: Evaluation, probe: str = "linear") -> list[dict[str, str]]:
+    """Every pair of contenders against each other: the paired bootstrap CI of the difference
+    in macro AUPRC, on the same resampled test images as every other row."""
+    from itertools import combinations
+
+    from radjepa_lab.analysis.evaluation import paired_delta
+
+    out = []
+    for a, b in combinations(ev.contenders, 2):
+        d = paired_delta(ev.suite, ev.data, ev.row(a.name, probe).name,
+                         ev.row(b.name, probe).name, probe, ev.sizes.n_resamples, ev.seed)
+        word = (f"{a.name} better" if d.low > 0 else f"{b.name} better" if d.high < 0
+                else "not distinguishable")
+        out.append({"comparison": f"{a.name} − {b.name}", "probe": probe,
+                    "Δ macro AUPRC [95% CI]": _delta(d), "verdict": word})
+    return out
+
+
+def run_cost(c: Contender) -> dict[str, float | None]:
+    """What a contender's training cost, from its log: images seen, the median images/s of its
+    logging windows (the first, start-up window left out) and the training wall-clock (every
+    window's images / its images/s; monitors and checkpoints excluded)."""
+    rows = [r for r in c.history if r.get("imgs_per_s") and r.get("step") is not None]
+    seen = c.config.steps * c.config.batch_size if c.config else None
+    if not rows or c.config is None:
+        return {"images_seen": seen, "imgs_per_s": None, "train_s": None}
+    steps = [0] + [int(r["step"]) for r in rows]
+    total = sum((s1 - s0) * c.config.batch_size / r["imgs_per_s"]
+                for s0, s1, r in zip(steps, steps[1:], rows, strict=False))
+    ips = sorted(r["imgs_per_s"] for r in rows[1:] or rows)
+    return {"images_seen": seen, "imgs_per_s": ips[len(ips) // 2], "train_s": total}
+
+
+def objective_rows(ev: Evaluation, probe: str = "linear") -> list[dict[str, str]]:
+    """The comparison table of notebook 09 and the README: one row per contender with its
+    objective, macro AUPRC [CI], Δ vs the stronger random init [CI], lung Dice (mean of both
+    lungs), RankMe of its test features, and its training budget (images seen, images/s,
+    wall-clock)."""
+    out = []
+    for c in ev.contenders:
+        r = ev.row(c.name, probe)
+        dice = ev.suite.dice.get(c.name, {})
+        lungs = [dice[k] for k in ("right_lung", "left_lung") if k in dice]
+        cost = run_cost(c)
+        ips, secs = cost["imgs_per_s"], cost["train_s"]
+        out.append({
+            "model": c.name, "objective": (c.objective or "imported").upper(),
+            "macro AUPRC [95% CI]": str(r.macro_auprc),
+            "Δ vs stronger random init [95% CI]": _delta(r.delta_vs_baseline),
+            "lung Dice": f"{sum(lungs) / len(lungs):.3f}" if lungs else "—",
+            "RankMe (test features)": f"{ev.suite.rankme.get(r.name, float('nan')):.1f}",
+            "images seen": f"{cost['images_seen']:,}" if cost["images_seen"] else "—",
+            "images/s": f"{ips:.0f}" if ips else "—",
+            "training wall-clock": (f"{secs / 60:.1f} min" if secs >= 120 else f"{secs:.0f} s")
+            if secs else "—",
+        })
     return out
 
 
@@ -455,17 +540,22 @@ def probe_report(
     device: str = "auto",
     progress: bool = True,
     title: str | None = None,
+    in_mean: Sequence[float] | None = None,
+    in_std: Sequence[float] | None = None,
 ) -> Path:
     """``radjepa-lab probe``: evaluate one checkpoint with the demo's protocol; write a report.
 
-    Sizes default to the demo's (the ``cpu`` profile's probe row). Returns the path of
-    ``index.html``; ``results.json`` sits beside it.
+    Sizes default to the demo's (the ``cpu`` profile's probe row). ``in_mean`` / ``in_std`` are
+    an imported encoder's input statistics (default: a Hugging Face preprocessor_config.json
+    beside the weights, else ImageNet's). Returns the path of ``index.html``; ``results.json``
+    sits beside it.
     """
     base = resolve_profile("cpu").probe
     sizes = ProbeSizes(n_train or base.n_train, n_test or base.n_test,
                        n_resamples or base.n_resamples)
     path = Path(checkpoint)
-    ev = evaluate_checkpoints([load_contender("checkpoint", path)], data, sizes, seed, pools,
+    ev = evaluate_checkpoints([load_contender("checkpoint", path, in_mean=in_mean,
+                                              in_std=in_std)], data, sizes, seed, pools,
                               seg_epochs=seg_epochs, device=device, progress=progress)
     return write_evaluation(ev, out_dir, title or f"RadJEPA Lab probe report — {path.name}",
                             f"Checkpoint: {path}", umap_method)
@@ -479,21 +569,27 @@ def embed_to_file(
     size: int | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    in_mean: Sequence[float] | None = None,
+    in_std: Sequence[float] | None = None,
 ) -> Path:
     """``radjepa-lab embed``: encode ``data`` with a checkpoint's encoder into one ``.npz``.
 
-    The file holds ``pooled [N, D']``, ``labels``, ``idx``, ``classes`` and ``grid``; ``out``
-    may be a folder (then ``out/embeddings.npz``) or a file name.
+    The file holds ``pooled [N, D']``, ``labels``, ``idx``, ``classes``, ``grid`` and the
+    encoder's input ``in_mean`` / ``in_std``; ``out`` may be a folder (then
+    ``out/embeddings.npz``) or a file name. ``in_mean`` / ``in_std`` as in
+    :func:`probe_report`.
     """
     from radjepa_lab.analysis.embed import extract_features, save_npz
     from radjepa_lab.data.datasets import resolve_dataset
 
-    enc = load_encoder(checkpoint)
+    enc = load_encoder(checkpoint, in_mean=in_mean, in_std=in_std)
     img_size = size or enc.pos_grid[0] * enc.patch_size
     ds = resolve_dataset(data, img_size)
     feats = extract_features(enc, ds, pool=pool, batch_size=batch_size, progress=progress)
     out = Path(out)
     path = out / "embeddings.npz" if out.suffix != ".npz" else out
     save_npz(path, {"pooled": feats.pooled, "labels": feats.labels, "idx": feats.idx,
-                    "classes": np.array(feats.classes, dtype=str), "grid": np.array(feats.grid)})
+                    "classes": np.array(feats.classes, dtype=str), "grid": np.array(feats.grid),
+                    "in_mean": enc.in_mean.flatten().numpy(),
+                    "in_std": enc.in_std.flatten().numpy()})
     return path

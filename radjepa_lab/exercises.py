@@ -28,6 +28,7 @@ __all__ = [
     "CheckResult",
     "ExerciseFailed",
     "check_attention_rollout",
+    "check_dino_centering",
     "check_ema_update",
     "check_jepa_loss",
     "check_knn_scores",
@@ -680,3 +681,113 @@ def check_attention_rollout(rollout: Callable[..., Any]) -> CheckResult:
     return _passed(ex, len(cases))
 
 
+# ============================================================================== 7. DINO centering
+
+
+def _dino_cases() -> list[tuple[torch.Tensor, torch.Tensor, float, float, str]]:
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for b, k, temp, m, shared in ((6, 5, 0.04, 0.9, 0.3), (4, 8, 0.07, 0.5, 0.2),
+                                  (9, 3, 0.1, 0.99, 0.0), (5, 6, 0.07, 0.0, 0.25)):
+        # cosine-like logits (DINO's prototypes give values in [-1, 1]) whose images share a
+        # large component, the collapse centering removes; the centre has learned part of it
+        common = shared * torch.randn(1, k, generator=g)
+        logits = common + 0.05 * torch.randn(b, k, generator=g)
+        center = 0.8 * common + 0.1 * torch.randn(1, k, generator=g)
+        out.append((logits, center, temp, m, f"(batch {b}, {k} prototypes, temperature {temp:g}, "
+                                             f"centre momentum {m:g})"))
+    return out
+
+
+def check_dino_centering(dino_targets: Callable[..., Any]) -> CheckResult:
+    """Check ``dino_targets(teacher_logits, center, temperature, momentum) -> (probs, center)``.
+
+    ``probs = softmax((teacher_logits - center) / temperature)`` over the prototypes, with the
+    centre as it was BEFORE this batch and no gradient; the new centre is
+    ``momentum * center + (1 - momentum) * teacher_logits.mean(0, keepdim=True)`` (DINO's
+    teacher centering and sharpening; :mod:`radjepa_lab.objectives.dino`).
+    """
+    from radjepa_lab.objectives.dino import teacher_probs
+
+    ex = "dino_centering"
+    cases = _dino_cases()
+    for i, (logits, center, temp, m, desc) in enumerate(cases):
+        case = f"#{i + 1} {desc}"
+        t = logits.clone().requires_grad_(True)  # as if the teacher were part of the graph
+        c0 = center.clone()
+        out = _call(ex, dino_targets, case, t, center.clone(), temp, m,
+                    hint="return a tuple (probs, new_center) of tensors.")
+        if not isinstance(out, tuple | list) or len(out) != 2:
+            raise _fail(ex, f"on case {case} you returned {type(out).__name__}; return a tuple "
+                            "(probs, new_center): this batch's targets and the updated centre.")
+        probs, new_c = out
+        if not (torch.is_tensor(probs) and torch.is_tensor(new_c)):
+            raise _fail(ex, f"on case {case} return two torch tensors (probs, new_center).")
+        want_p = teacher_probs(logits, c0, temp)
+        mean = logits.mean(0, keepdim=True)
+        want_c = m * c0 + (1 - m) * mean
+        if tuple(probs.shape) != tuple(logits.shape):
+            raise _fail(ex, f"on case {case} probs has shape {tuple(probs.shape)}; expected one "
+                            f"distribution per image over the prototypes, {tuple(logits.shape)}.")
+        p = probs.detach().float()
+        p_variants = {
+            "you did not subtract the centre: every image's logits share a large component, "
+            "and without centering one prototype wins for every image (DINO's collapse). "
+            "Use softmax((logits - center) / temperature).": F.softmax(logits / temp, -1),
+            "you subtracted the centre after dividing by the temperature: the centre is in "
+            "logit units, so subtract first, then divide: softmax((logits - center) / T).":
+                F.softmax(logits / temp - c0, -1),
+            "you forgot the temperature (sharpening): divide the centred logits by it, "
+            "softmax((logits - center) / T); a small T makes the targets peaked.":
+                F.softmax(logits - c0, -1),
+            "you multiplied by the temperature; divide by it: softmax((logits - center) / T).":
+                F.softmax((logits - c0) * temp, -1),
+            "you took the softmax over the batch (dim 0); each image's target is a "
+            "distribution over the PROTOTYPES: softmax(..., dim=-1).":
+                F.softmax((logits - c0) / temp, 0),
+            "you updated the centre first and then used it: this batch's targets use the "
+            "centre from BEFORE the update (DINO updates it after computing the loss).":
+                teacher_probs(logits, want_c, temp),
+        }
+        if not _close(p, want_p, 1e-5):
+            known = _which(p, p_variants, 1e-5)
+            if known:
+                raise _fail(ex, f"on case {case} {known}")
+            raise _fail(ex, f"on case {case} probs are off by up to "
+                            f"{float((p - want_p).abs().max()):.3g}; expected "
+                            "softmax((logits - center) / temperature, dim=-1).")
+        if probs.requires_grad:
+            raise _fail(ex, f"on case {case} the targets carry a gradient: they are the teacher's "
+                            "and the student must not push them. Compute them under "
+                            "`with torch.no_grad():` (or .detach() the logits).")
+        nc = new_c.detach().float()
+        c_variants = {
+            "you swapped the momentum: it multiplies the OLD centre (a slow average), "
+            "center = m * center + (1 - m) * batch mean.": (1 - m) * c0 + m * mean,
+            "the centre is ONE vector over the prototypes: average the teacher logits over "
+            "the batch first (logits.mean(0, keepdim=True)).": m * c0 + (1 - m) * logits,
+            "you averaged the probabilities; DINO's centre is a running mean of the teacher "
+            "LOGITS: center = m * center + (1 - m) * logits.mean(0, keepdim=True).":
+                m * c0 + (1 - m) * want_p.mean(0, keepdim=True),
+            "you replaced the centre by this batch's mean; it is a moving average: "
+            "center = m * center + (1 - m) * batch mean.": mean,
+            "the centre did not move: center = m * center + (1 - m) * batch mean, and return "
+            "it.": c0,
+        }
+        if m == 0.0:  # the batch mean itself is right here
+            c_variants.pop("you replaced the centre by this batch's mean; it is a moving "
+                           "average: center = m * center + (1 - m) * batch mean.")
+        if not _close(nc, want_c, 1e-5):
+            known = _which(nc, c_variants, 1e-5)
+            if known:
+                raise _fail(ex, f"on case {case} {known}")
+            if nc.shape != want_c.shape:
+                raise _fail(ex, f"on case {case} the new centre has shape {tuple(nc.shape)}; "
+                                f"expected {tuple(want_c.shape)}, one value per prototype.")
+            raise _fail(ex, f"on case {case} the new centre is off by up to "
+                            f"{float((nc - want_c).abs().max()):.3g}; expected "
+                            "m * center + (1 - m) * logits.mean(0, keepdim=True).")
+        if new_c.requires_grad:
+            raise _fail(ex, f"on case {case} the new centre carries a gradient; it is a "
+                            "running statistic: update it under `with torch.no_grad():`.")
+    return _passed(ex, len(cases))

@@ -19,6 +19,9 @@ visible in a test:
 ``min_keep`` bounds the context only: target blocks are whole rectangles whose size is
 set by ``pred_scale`` (the reference also applied it to targets, which loops forever
 when a target block is smaller than ``min_keep``, as on small grids).
+
+:class:`RandomPatchMasker` is MAE's masking, for the comparison of notebook 09: every patch
+is hidden independently of its neighbours, a fixed share of them per image.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ __all__ = [
     "MaskBatch",
     "MaskConfig",
     "MultiBlockMaskSampler",
+    "PatchMasks",
+    "RandomPatchMasker",
     "coverage_heatmap",
     "ratio_histograms",
 ]
@@ -218,6 +223,45 @@ class BorderBiasedSampler(MultiBlockMaskSampler):
         top = torch.floor(u[0] * (gh - h).clamp_min(1)).long()  # range(gh - h): bias
         left = torch.floor(u[1] * (gw - w).clamp_min(1)).long()
         return torch.stack([top, left, h, w], dim=-1)
+
+
+# ----------------------------------------------------------------------------- MAE's masks
+
+
+@dataclass
+class PatchMasks:
+    """MAE's split of every image's patches: ``keep`` [B, K] visible (the encoder's input) and
+    ``masked`` [B, N - K] hidden (what the decoder reconstructs), each sorted row-major."""
+
+    keep: torch.Tensor
+    masked: torch.Tensor
+    grid: tuple[int, int]
+
+    def to(self, device: torch.device | str) -> PatchMasks:
+        return PatchMasks(self.keep.to(device, non_blocking=True),
+                          self.masked.to(device, non_blocking=True), self.grid)
+
+
+class RandomPatchMasker:
+    """MAE's random masking: per image, a uniformly random ``ratio`` of the patches is hidden.
+
+    As MAE's ``random_masking`` (argsort of uniform noise), but drawn from the step's seeded
+    generator so a run's masks are a pure function of (seed, step, rank) like I-JEPA's. The
+    encoder sees ``K = round(N (1 - ratio))`` patches (at least one, at most N - 1).
+    """
+
+    def __init__(self, grid: tuple[int, int], ratio: float = 0.75) -> None:
+        if not 0.0 < ratio < 1.0:
+            raise ConfigError(f"MAE mask ratio {ratio} must lie in (0, 1).")
+        self.grid, self.ratio = tuple(grid), ratio
+        n = self.grid[0] * self.grid[1]
+        self.n_keep = min(n - 1, max(1, round(n * (1.0 - ratio))))
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> PatchMasks:
+        n = self.grid[0] * self.grid[1]
+        order = torch.rand(batch_size, n, generator=generator).argsort(dim=1)
+        keep, masked = order[:, : self.n_keep], order[:, self.n_keep :]
+        return PatchMasks(keep.sort(dim=1).values, masked.sort(dim=1).values, self.grid)
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -11,6 +11,8 @@ helper a notebook teaches lives beside its concept (masks, dicom, viz).
   differs between a classroom and CI; ``profile.sizes`` sizes the analysis notebooks.
 * :func:`analysis_models` loads what notebooks 04-08 analyse: the shipped checkpoint and, once
   ``03_pretraining`` has run, your run beside it; it says which one each figure shows.
+* :func:`comparison_runs` finds what ``09_jepa_vs_dino_vs_mae`` compares: the shipped I-JEPA,
+  DINO and MAE checkpoints, or (smoke profile) three tiny runs it trains on the spot.
 * :class:`LiveCurves` redraws the training curves while ``03_pretraining`` runs.
 """
 
@@ -28,8 +30,10 @@ from radjepa_lab.checkpoints import (
     CKPT_NAME,
     REPO_ROOT,
     SHIPPED_CHECKPOINT,
+    SHIPPED_CHECKPOINTS,
     JEPAModels,
     load_jepa,
+    shipped_checkpoints,
 )
 from radjepa_lab.config import TrainConfig
 from radjepa_lab.errors import CheckpointError
@@ -44,6 +48,7 @@ __all__ = [
     "LiveCurves",
     "analysis_models",
     "claim",
+    "comparison_runs",
     "enable_inline_figures",
     "fresh_run_dir",
     "seed_everything",
@@ -188,6 +193,47 @@ def analysis_models(profile: Profile | None = None, main: str = "shipped",
                  for k, m in models.items()]
         print("\n".join(lines + notes))
     return models
+
+
+def comparison_runs(profile: Profile, verbose: bool = True) -> dict[str, tuple[Path, str]]:
+    """What notebook 09 compares, per objective (``jepa``, ``dino``, ``mae``): a checkpoint and
+    how it was trained.
+
+    Under the ``smoke`` profile it trains the smoke preset with each objective (seconds each,
+    ``runs/notebooks/09_objectives/``; pictures not meaningful). Otherwise it returns the
+    shipped checkpoints (:func:`~radjepa_lab.checkpoints.shipped_checkpoints`), which share one
+    encoder, data, steps x batch and schedules; CheckpointError naming the command that makes a
+    missing one.
+    """
+    from radjepa_lab.demo import SHIPPED_HOW_BY_OBJECTIVE
+
+    if profile.name == "smoke":
+        from radjepa_lab.presets import with_objective
+        from radjepa_lab.train import pretrain
+
+        out: dict[str, tuple[Path, str]] = {}
+        for objective in SHIPPED_CHECKPOINTS:
+            cfg = with_objective(profile.config, objective)
+            res = pretrain(cfg, RUNS_DIR / "09_objectives" / objective, progress=False,
+                           overwrite=True)
+            out[objective] = (res.checkpoint, f"--preset smoke with objective={objective} "
+                              f"({cfg.steps} steps x batch {cfg.batch_size}, just now)")
+        if verbose:
+            print("smoke profile: trained three tiny runs (one per objective) just now")
+        return out
+    shipped = shipped_checkpoints()
+    missing = [p for p in shipped.values() if not p.is_file()]
+    if missing:
+        raise CheckpointError(
+            f"{', '.join(p.name for p in missing)} not found in {missing[0].parent}: train and "
+            "export them with `bash bench/objectives.sh` (bench/RESULTS.md says how long it "
+            "takes), or run this notebook with RADJEPA_LAB_PROFILE=smoke.")
+    if verbose:
+        print("comparing the shipped checkpoints: " + ", ".join(p.name for p in shipped.values()))
+    how = {o: SHIPPED_HOW_BY_OBJECTIVE[o] if p == SHIPPED_CHECKPOINTS[o] else
+           "the cpu-long preset of bench/objectives.sh, then checkpoints.export_checkpoint"
+           for o, p in shipped.items()}
+    return {o: (p, how[o]) for o, p in shipped.items()}
 
 
 # ----------------------------------------------------------------------------- live curves

@@ -18,7 +18,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from radjepa_lab.config import MaskConfig, ModelConfig, TrainConfig
+from radjepa_lab.config import OBJECTIVES, MaskConfig, ModelConfig, TrainConfig
 from radjepa_lab.errors import ConfigError
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "get_preset",
     "preset_help",
     "resolve_profile",
+    "with_objective",
 ]
 
 # ----------------------------------------------------------------------------- presets
@@ -123,6 +124,29 @@ def _radjepa_b14() -> TrainConfig:
     )
 
 
+def with_objective(cfg: TrainConfig, objective: str) -> TrainConfig:
+    """A copy of ``cfg`` that trains ``objective`` (``jepa``, ``dino`` or ``mae``) instead.
+
+    Only the objective changes: the encoder, the data, steps x batch (so the number of images
+    seen) and the LR / weight-decay / EMA schedules stay those of ``cfg``, so the three runs
+    differ in what they learn from, nothing else. The objective's own knobs (``cfg.dino``,
+    ``cfg.mae``) keep their defaults: DINO's multi-crop, head and temperatures; MAE's 75 % mask.
+    """
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"with_objective({objective!r}): use one of {OBJECTIVES}.")
+    out = dataclasses.replace(cfg, objective=objective)
+    out.__post_init__()
+    return out
+
+
+def _objective_preset(build: Callable[[], TrainConfig], objective: str) -> Callable[[], TrainConfig]:
+    def make() -> TrainConfig:
+        return with_objective(build(), objective)
+
+    make.__name__ = f"_{objective}_{build.__name__.lstrip('_')}"
+    return make
+
+
 @dataclass(frozen=True)
 class Preset:
     """A named recipe: how to build its config, what it is for, and how long it takes."""
@@ -147,6 +171,21 @@ PRESETS: dict[str, Preset] = {
     "radjepa-b14": Preset(_radjepa_b14, "paper recipe, ViT-B/14 @224 px, for multi-GPU torchrun "
                           "runs", {"cuda": 60.0 * 24 * 3}),
 }
+# The contrast of notebook 09: the same encoder, data, steps x batch and schedules trained
+# with DINO-style self-distillation or MAE reconstruction instead of I-JEPA (with_objective).
+# Built from the JEPA builders, so they follow whatever `cpu`, `cpu-long` and `gpu-phantom`
+# become. A DINO step takes 2.4-3x a JEPA step's time on CPU (8 views per image, 2 of them
+# through the teacher), an MAE step 0.3x (the encoder sees a quarter of the patches):
+# objectives.step_cost on the cpu and cpu-p8 models, bench/RESULTS.md.
+_OBJECTIVE_COST = {"dino": 2.7, "mae": 0.3}
+for _objective, _cost in _OBJECTIVE_COST.items():
+    for _base in ("cpu", "cpu-long", "gpu-phantom"):
+        _p = PRESETS[_base]
+        PRESETS[f"{_objective}-{_base}"] = Preset(
+            _objective_preset(_p.build, _objective),
+            f"{_base} trained with the {_objective.upper()} objective (same encoder, data, "
+            "steps x batch and schedules)",
+            {d: round(m * _cost, 1) for d, m in _p.minutes.items()})
 
 
 def get_preset(name: str) -> TrainConfig:
@@ -212,6 +251,7 @@ _NOTEBOOK_MINUTES: dict[str, tuple[float, float, float]] = {
     "06_embeddings_umap": (0.8, 1.2, 1.2),
     "07_probes_and_segmentation": (0.5, 3.5, 3.0),
     "08_report_retrieval": (0.3, 1.0, 1.0),
+    "09_jepa_vs_dino_vs_mae": (0.6, 6.0, 5.0),  # cpu, gpu-short: estimates until shipped
     "exercise": (0.2, 0.2, 0.2),
 }
 

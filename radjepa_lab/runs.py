@@ -15,22 +15,26 @@
   :class:`~radjepa_lab.errors.TrainingInterrupted`. DataLoader workers ignore SIGINT
   (:func:`worker_init`): Ctrl-C reaches the whole process group, and a worker that died of it
   would take the batch it was loading with it; the main process decides and stops them.
+* :func:`resume_changes` decides whether a resumed run may continue with the config it is
+  given: what it changes in the checkpoint's config, each change allowed or refused.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import shlex
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from radjepa_lab.errors import OutputError, TrainingInterrupted
+from radjepa_lab.config import NETWORK_FIELDS, RUNTIME_FIELDS, TrainConfig, config_diff
+from radjepa_lab.errors import CheckpointError, ConfigError, OutputError, TrainingInterrupted
 
-__all__ = ["LOCK_NAME", "StopSignals", "run_folder", "worker_init"]
+__all__ = ["LOCK_NAME", "StopSignals", "resume_changes", "run_folder", "worker_init"]
 
 LOCK_NAME = ".radjepa_lab.lock"
 # File descriptors of the locks this process holds; forked DataLoader workers close their
@@ -165,3 +169,36 @@ class StopSignals:
         raise TrainingInterrupted(
             f"interrupted by {self.name(signum)} {'again ' if not first else ''}before a step "
             f"could be saved; {kept}.", step, path, signum)
+
+
+def _fmt_changes(changes: dict[str, tuple[Any, Any]]) -> str:
+    return ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
+
+
+def resume_changes(saved: TrainConfig, cfg: TrainConfig, allow: Iterable[str],
+                   where: Any) -> dict[str, tuple[Any, Any]]:
+    """What a resumed run changes in the checkpoint's config, once every change is allowed.
+
+    A model or objective change is always refused (the weights cannot load into another
+    architecture: ``model.*`` and :data:`~radjepa_lab.config.NETWORK_FIELDS`); runtime fields
+    (:data:`~radjepa_lab.config.RUNTIME_FIELDS`) may change freely; any other change must be
+    in ``allow``. Raises CheckpointError / ConfigError listing old -> new.
+    """
+    changes = config_diff(saved, cfg)
+    model = {k: v for k, v in changes.items() if k.startswith("model.") or k in NETWORK_FIELDS}
+    if model:
+        raise CheckpointError(
+            f"{where}: cannot resume with another model ({_fmt_changes(model)}); its weights "
+            "only load into the model they were trained as. Resume with the original model "
+            "settings, or start a new run in another folder.")
+    free = set(allow) | set(RUNTIME_FIELDS)
+    refused = {k: v for k, v in changes.items() if k not in free}
+    if refused:
+        hints = " ".join(f"--steps {b}" if k == "steps" else f"--set {shlex.quote(f'{k}={b!r}')}"
+                         for k, (_, b) in refused.items())
+        raise ConfigError(
+            f"{where} was trained with another config: {_fmt_changes(refused)}. To resume the "
+            "run as it was, repeat the original run's options; to change these fields on "
+            f"purpose, allow each explicitly: give them on the resume command ({hints}) or "
+            f"pass pretrain(..., allow_changes={set(refused)}).")
+    return changes

@@ -10,6 +10,11 @@ Read top to bottom, this is one training step of I-JEPA:
 4. smooth-L1 between prediction and target, AdamW step, then the target encoder
    moves towards the context encoder with momentum ``m`` (0.996 -> 1).
 
+The trainer is shared: ``TrainConfig.objective`` swaps steps 1-4 for DINO-style
+self-distillation or MAE pixel reconstruction (:mod:`radjepa_lab.objectives`, each an
+:class:`Objective` like :class:`JEPA`), while the encoder, the data stream, the schedules,
+checkpoints, monitors, DDP and the stop/resume handling below stay the same for all three.
+
 The same loop runs on CPU, one GPU (bf16 autocast, optional ``torch.compile``) and
 torchrun/DDP. It never prints: metrics go to ``metrics.jsonl`` (:mod:`radjepa_lab.monitors`),
 to callbacks and to an optional tqdm bar. Checkpoints (:mod:`radjepa_lab.checkpoints`) hold
@@ -24,7 +29,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import shlex
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack, nullcontext
@@ -53,9 +57,7 @@ from radjepa_lab.checkpoints import (
     set_rng_state,
 )
 from radjepa_lab.config import (
-    RUNTIME_FIELDS,
     TrainConfig,
-    config_diff,
     config_field_names,
     config_to_dict,
     resolve_device,
@@ -86,11 +88,13 @@ from radjepa_lab.monitors import (
     read_metrics,
     write_metrics,
 )
-from radjepa_lab.runs import StopSignals, run_folder
+from radjepa_lab.runs import StopSignals, resume_changes, run_folder
 
 __all__ = [
     "JEPA",
+    "Objective",
     "TrainResult",
+    "build_objective",
     "ema_update",
     "jepa_loss",
     "lr_at",
@@ -184,40 +188,25 @@ def _raise_if_nonfinite(bad: torch.Tensor, info: D.DistInfo, since: int, step: i
         )
 
 
-class _Online(nn.Module):
-    """Context encoder + predictor: the part that gets gradients (and DDP)."""
+class Objective:
+    """What every objective shares: the optimiser, DDP, precision, and the shape of ONE step.
 
-    def __init__(self, encoder: VisionTransformer, predictor: Predictor) -> None:
-        super().__init__()
-        self.encoder, self.predictor = encoder, predictor
-
-    def forward(self, imgs: torch.Tensor, ctx: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
-        return predict_targets(self.encoder, self.predictor, imgs, ctx, tgt)
-
-
-class JEPA:
-    """The three networks, the optimiser and ONE training step (steps 2-4 of the module doc).
-
-    :func:`pretrain` drives it (data, logging, checkpoints); ``bench/throughput.py`` calls
-    :meth:`step` directly so the benchmark times exactly the trainer's step.
+    A subclass builds its networks and hands the part that gets gradients to :meth:`_setup`;
+    it then only says how a batch becomes a loss (:meth:`loss`) and what follows the optimiser
+    step (:meth:`after_step`, e.g. the EMA). ``networks`` maps checkpoint keys to modules (what
+    :func:`pretrain` saves and resumes), ``evaluated`` is the encoder the collapse monitors and
+    every analysis look at, and :meth:`sampler` draws the step's masks (or None). :class:`JEPA`
+    is this module's; DINO and MAE live in :mod:`radjepa_lab.objectives`.
     """
+
+    name = "objective"
+    title = "objective"  # progress bar
 
     def __init__(self, cfg: TrainConfig, device: torch.device,
                  info: D.DistInfo | None = None) -> None:
         self.cfg, self.device, self.info = cfg, device, info or D.DistInfo()
-        self.encoder = build_encoder(cfg.model, init=cfg.model.encoder_init, seed=cfg.seed)
-        self.predictor = build_predictor(cfg.model, seed=cfg.seed)
-        self.target = copy.deepcopy(self.encoder).requires_grad_(False).eval().to(device)
-        self.online = _Online(self.encoder, self.predictor).to(device)
-        # fused AdamW: one kernel for all params; far faster than foreach on small CPU models
-        self.opt = torch.optim.AdamW(param_groups(self.online), lr=cfg.start_lr,
-                                     betas=cfg.betas, fused=True)
-        self.model: nn.Module = self.online
-        if self.info.enabled:
-            self.model = nn.parallel.DistributedDataParallel(
-                self.online, device_ids=[device.index] if device.type == "cuda" else None)
-        if cfg.compile:
-            self.model = torch.compile(self.model)
+        self.networks: dict[str, nn.Module] = {}
+        self.evaluated: nn.Module | None = None
         self.bf16 = use_bf16(cfg, device)
         self.bad = torch.zeros((), dtype=torch.bool, device=device)
         self.since, self.last_ckpt = 0, None  # for the NaN message: window start, kept file
@@ -237,7 +226,38 @@ class JEPA:
             stack.enter_context(sdpa_kernel(SDPBackend.MATH))
         return stack
 
-    def step(self, step: int, imgs: torch.Tensor, ctx: torch.Tensor, tgt: torch.Tensor,
+    def _setup(self, online: nn.Module) -> None:
+        """Optimiser over ``online`` (the part with gradients), wrapped in DDP / compile."""
+        self.online = online.to(self.device)
+        # fused AdamW: one kernel for all params; far faster than foreach on small CPU models
+        self.opt = torch.optim.AdamW(param_groups(self.online), lr=self.cfg.start_lr,
+                                     betas=self.cfg.betas, fused=True)
+        self.model: nn.Module = self.online
+        if self.info.enabled:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.online,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.cfg.compile:
+            self.model = torch.compile(self.model)
+
+    def sampler(self) -> Any:
+        """The step's mask sampler (:func:`radjepa_lab.batches.step_masks`), or None."""
+        return None
+
+    def loss(self, step: int, imgs: Any, masks: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_step(self, step: int) -> None:
+        """Runs after the optimiser step (the EMA of a teacher)."""
+
+    def before_update(self, step: int) -> None:
+        """Runs between backward and the optimiser step (e.g. freezing some gradients)."""
+
+    def log_fields(self, imgs: Any, masks: Any) -> dict[str, Any]:
+        """Objective-specific numbers logged with every record."""
+        return {}
+
+    def step(self, step: int, imgs: Any, masks: Any,
              check: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """One optimisation step; returns (detached loss, grad norm or None).
 
@@ -246,16 +266,13 @@ class JEPA:
         anything is written, so a saved checkpoint never holds NaN weights.
         """
         cfg = self.cfg
-        lr, wd, m = lr_at(step, cfg), wd_at(step, cfg), momentum_at(step, cfg)
+        lr, wd = lr_at(step, cfg), wd_at(step, cfg)
         for g in self.opt.param_groups:
             g["lr"] = lr
             if g["apply_wd"]:
                 g["weight_decay"] = wd
         with self.precision():
-            with torch.no_grad():
-                h_tgt = apply_masks(self.target(imgs), tgt)
-            pred = self.model(imgs, ctx, tgt)
-            loss = jepa_loss(pred, h_tgt, cfg.loss, cfg.smooth_l1_beta)
+            loss = self.loss(step, imgs, masks)
         self.bad |= ~torch.isfinite(loss.detach())
         if check or self.device.type != "cuda":
             _raise_if_nonfinite(self.bad, self.info, self.since, step, lr, self.last_ckpt)
@@ -265,14 +282,76 @@ class JEPA:
         grad_norm = None
         if cfg.grad_clip:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), cfg.grad_clip)
+        self.before_update(step)
         self.opt.step()
-        ema_update(self.target, self.encoder, m)
+        self.after_step(step)
         return loss.detach(), grad_norm
+
+
+class _Online(nn.Module):
+    """Context encoder + predictor: the part that gets gradients (and DDP)."""
+
+    def __init__(self, encoder: VisionTransformer, predictor: Predictor) -> None:
+        super().__init__()
+        self.encoder, self.predictor = encoder, predictor
+
+    def forward(self, imgs: torch.Tensor, ctx: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        return predict_targets(self.encoder, self.predictor, imgs, ctx, tgt)
+
+
+class JEPA(Objective):
+    """The three I-JEPA networks and the loss of ONE training step (steps 2-4 of the module doc).
+
+    :func:`pretrain` drives it (data, logging, checkpoints); ``bench/throughput.py`` calls
+    :meth:`step` directly so the benchmark times exactly the trainer's step.
+    """
+
+    name, title = "jepa", "I-JEPA"
+
+    def __init__(self, cfg: TrainConfig, device: torch.device,
+                 info: D.DistInfo | None = None) -> None:
+        super().__init__(cfg, device, info)
+        self.encoder = build_encoder(cfg.model, init=cfg.model.encoder_init, seed=cfg.seed)
+        self.predictor = build_predictor(cfg.model, seed=cfg.seed)
+        self.target = copy.deepcopy(self.encoder).requires_grad_(False).eval().to(device)
+        self._setup(_Online(self.encoder, self.predictor))
+        self.networks = {"encoder": self.encoder, "predictor": self.predictor,
+                         "target_encoder": self.target}
+        self.evaluated = self.target
+
+    def sampler(self) -> MultiBlockMaskSampler:
+        return MultiBlockMaskSampler(self.cfg.model.grid, self.cfg.masks)
+
+    def loss(self, step: int, imgs: torch.Tensor, masks: Any) -> torch.Tensor:
+        ctx, tgt = h2d(masks.context, self.device), h2d(masks.targets, self.device)
+        with torch.no_grad():
+            h_tgt = apply_masks(self.target(imgs), tgt)
+        pred = self.model(imgs, ctx, tgt)
+        return jepa_loss(pred, h_tgt, self.cfg.loss, self.cfg.smooth_l1_beta)
+
+    def after_step(self, step: int) -> None:
+        ema_update(self.target, self.encoder, momentum_at(step, self.cfg))
+
+    def log_fields(self, imgs: Any, masks: Any) -> dict[str, Any]:
+        return {"ctx_tokens": int(masks.context.shape[1]),
+                "tgt_tokens": int(masks.targets.shape[2])}
+
+
+def build_objective(cfg: TrainConfig, device: torch.device,
+                    info: D.DistInfo | None = None) -> Objective:
+    """The objective ``cfg.objective`` names, with its networks built from ``cfg``."""
+    if cfg.objective == "jepa":
+        return JEPA(cfg, device, info)
+    from radjepa_lab.objectives import OBJECTIVE_CLASSES  # they build on this module
+
+    return OBJECTIVE_CLASSES[cfg.objective](cfg, device, info)
 
 
 @dataclass
 class TrainResult:
-    """What a run produced; the modules are returned on CPU in eval mode."""
+    """What a run produced; the modules are returned on CPU in eval mode. ``networks`` holds
+    every network of the objective by checkpoint key; ``evaluated`` is the encoder the
+    monitors watched (I-JEPA's target encoder, DINO's teacher, MAE's encoder)."""
 
     history: list[dict[str, Any]]
     checkpoint: Path | None
@@ -282,6 +361,8 @@ class TrainResult:
     target_encoder: VisionTransformer | None = None
     predictor: Predictor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    networks: dict[str, nn.Module] = field(default_factory=dict)
+    evaluated: VisionTransformer | None = None
 
 
 def pretrain(
@@ -296,8 +377,8 @@ def pretrain(
     overwrite: bool = False,
     allow_changes: Iterable[str] = (),
 ) -> TrainResult:
-    """Pretrain I-JEPA with ``cfg``; metrics in ``out_dir/metrics.jsonl``, checkpoint in
-    ``out_dir/checkpoint.pt``.
+    """Pretrain with ``cfg`` (I-JEPA, or ``cfg.objective``'s DINO / MAE); metrics in
+    ``out_dir/metrics.jsonl``, checkpoint in ``out_dir/checkpoint.pt``.
 
     ``dataset`` yields dicts with ``"img"`` in [0, 1] (any size; resized to the model);
     ``None`` uses ``cfg.data`` (phantoms, a folder or a CSV manifest). ``callbacks`` receive
@@ -344,38 +425,6 @@ def pretrain(
         D.teardown(info)
 
 
-def _fmt_changes(changes: dict[str, tuple[Any, Any]]) -> str:
-    return ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items())
-
-
-def resume_changes(saved: TrainConfig, cfg: TrainConfig, allow: Iterable[str],
-                   where: Any) -> dict[str, tuple[Any, Any]]:
-    """What a resumed run changes in the checkpoint's config, once every change is allowed.
-
-    A model change is always refused (the weights cannot load into another architecture);
-    runtime fields (:data:`~radjepa_lab.config.RUNTIME_FIELDS`) may change freely; any other
-    change must be in ``allow``. Raises CheckpointError / ConfigError listing old -> new.
-    """
-    changes = config_diff(saved, cfg)
-    model = {k: v for k, v in changes.items() if k.startswith("model.")}
-    if model:
-        raise CheckpointError(
-            f"{where}: cannot resume with another model ({_fmt_changes(model)}); its weights "
-            "only load into the model they were trained as. Resume with the original model "
-            "settings, or start a new run in another folder.")
-    free = set(allow) | set(RUNTIME_FIELDS)
-    refused = {k: v for k, v in changes.items() if k not in free}
-    if refused:
-        hints = " ".join(f"--steps {b}" if k == "steps" else f"--set {shlex.quote(f'{k}={b!r}')}"
-                         for k, (_, b) in refused.items())
-        raise ConfigError(
-            f"{where} was trained with another config: {_fmt_changes(refused)}. To resume the "
-            "run as it was, repeat the original run's options; to change these fields on "
-            f"purpose, allow each explicitly: give them on the resume command ({hints}) or "
-            f"pass pretrain(..., allow_changes={set(refused)}).")
-    return changes
-
-
 def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
          callbacks: Sequence[Callable[[dict[str, Any]], None]], progress: bool,
          max_steps: int | None, device: torch.device, info: D.DistInfo, allow: set[str],
@@ -389,8 +438,7 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     state, changes = None, {}
     if resume and ckpt_path.exists():  # check the checkpoint before building anything
         state = load_checkpoint(ckpt_path)
-        require_entries(state, ("step", "encoder", "predictor", "target_encoder", "optimizer",
-                                "rng"), ckpt_path, "resuming a run")
+        require_entries(state, ("step", "optimizer", "rng"), ckpt_path, "resuming a run")
         changes = resume_changes(checkpoint_config(state, ckpt_path), cfg, allow, ckpt_path)
         if int(state["step"]) > cfg.steps:
             raise ConfigError(f"{ckpt_path} is at step {int(state['step'])}, beyond "
@@ -400,14 +448,14 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     np.random.seed(cfg.seed + info.rank)
     random.seed(cfg.seed + info.rank)
 
-    jepa = JEPA(cfg, device, info)
-    encoder, predictor, target, opt = jepa.encoder, jepa.predictor, jepa.target, jepa.opt
+    jepa = build_objective(cfg, device, info)  # the objective's networks and its step
+    opt = jepa.opt
 
     start, window = 0, None
     if state is not None:
-        for key, net in (("encoder", encoder), ("predictor", predictor),
-                         ("target_encoder", target)):
-            load_weights(net, state, key, cfg.model, ckpt_path)
+        require_entries(state, tuple(jepa.networks), ckpt_path, "resuming a run")
+        for key, net in jepa.networks.items():
+            load_weights(net, state, key, cfg, ckpt_path)
         try:
             opt.load_state_dict(state["optimizer"])
         except (ValueError, KeyError, TypeError) as e:
@@ -432,7 +480,7 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     cached = cache_dataset(data, cfg) if cfg.cache_data else None
     if cached is not None and device.type == "cuda":
         cached = cached.to(device)
-    masks = MultiBlockMaskSampler(cfg.model.grid, cfg.masks)
+    masks = jepa.sampler()
     mon_imgs = monitor_images(data, cached, cfg).to(device) if info.is_main else None
 
     end = cfg.steps if max_steps is None else min(cfg.steps, max_steps)
@@ -440,7 +488,7 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
     if progress and info.is_main:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=end, initial=start, desc="I-JEPA", unit="step", leave=True)
+        bar = tqdm(total=end, initial=start, desc=jepa.title, unit="step", leave=True)
 
     loss_sum = torch.zeros((), device=device)
     n_in_window, t_window, done = 0, time.perf_counter(), start
@@ -459,8 +507,8 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
             save_checkpoint(ckpt_path, {
                 "format": CKPT_FORMAT, "version": CKPT_VERSION, "step": step,
                 "config": config_to_dict(cfg),
-                "encoder": encoder.state_dict(), "predictor": predictor.state_dict(),
-                "target_encoder": target.state_dict(), "optimizer": opt.state_dict(),
+                **{key: net.state_dict() for key, net in jepa.networks.items()},
+                "optimizer": opt.state_dict(),
                 "rng": rngs, "data": {"next_step": step, "seed": cfg.seed,
                                       "world_size": info.world_size,
                                       "window": {"loss_sums": sums, "n": n_in_window}},
@@ -484,9 +532,8 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
         for step, imgs, mb in batches:
             if step >= end:
                 break
-            ctx, tgt = h2d(mb.context, device), h2d(mb.targets, device)
             check = log_due(step + 1) or ckpt_due(step + 1)
-            loss, grad_norm = jepa.step(step, imgs, ctx, tgt, check=check)
+            loss, grad_norm = jepa.step(step, imgs, mb, check=check)
             lr, wd, m = lr_at(step, cfg), wd_at(step, cfg), momentum_at(step, cfg)
             loss_sum += loss.detach()
             n_in_window += 1
@@ -500,12 +547,14 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
                 rec: dict[str, Any] = {
                     "step": done, "loss": mean_loss, "lr": lr, "wd": wd, "momentum": m,
                     "imgs_per_s": cfg.batch_size * n_in_window / max(elapsed, 1e-9),
-                    "ctx_tokens": int(ctx.shape[1]), "tgt_tokens": int(tgt.shape[2]),
+                    **jepa.log_fields(imgs, mb),
                 }
+                if cfg.objective == "mae":  # no teacher, so no EMA
+                    del rec["momentum"]
                 if grad_norm is not None:
                     rec["grad_norm"] = float(grad_norm)
                 if info.is_main:
-                    rec.update(collapse_monitors(target, mon_imgs, jepa.precision()))
+                    rec.update(collapse_monitors(jepa.evaluated, mon_imgs, jepa.precision()))
                     history.append(rec)
                     append_metrics(metrics_path, rec)
                     if bar is not None:
@@ -531,11 +580,12 @@ def _run(cfg: TrainConfig, out: Path, dataset: Dataset | None, resume: bool,
         if bar is not None:
             bar.close()
     D.barrier(info)
-    for mod in (encoder, target, predictor):
-        mod.eval()
+    nets = {key: net.eval().cpu() for key, net in jepa.networks.items()}
     return TrainResult(
         history=history, checkpoint=jepa.last_ckpt, out_dir=out, steps_done=done,
-        encoder=encoder.cpu(), target_encoder=target.cpu(), predictor=predictor.cpu(),
+        encoder=nets.get("encoder"), target_encoder=nets.get("target_encoder"),
+        predictor=nets.get("predictor"),
         info={"device": str(device), "world_size": info.world_size, "start_step": start,
-              "bf16": jepa.bf16, "config_changes": changes},
+              "bf16": jepa.bf16, "config_changes": changes, "objective": cfg.objective},
+        networks=nets, evaluated=jepa.evaluated,
     )

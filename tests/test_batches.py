@@ -66,3 +66,28 @@ def test_crops_are_part_of_the_step_stream_and_reproducible() -> None:
     plain = first_two(tiny_config())
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))  # a function of (seed, step)
     assert not torch.equal(a[0], plain[0]) and a[0].shape == plain[0].shape
+
+
+@pytest.mark.parametrize("objective", ["dino", "mae"])
+def test_the_step_stream_serves_every_objective(objective: str) -> None:
+    from radjepa_lab.batches import MultiCrop, step_stream
+    from radjepa_lab.masks import PatchMasks
+    from radjepa_lab.presets import with_objective
+    from radjepa_lab.train import build_objective
+
+    cfg = with_objective(tiny_config(), objective)
+    data = blob_images(32)
+    sampler = build_objective(cfg, torch.device("cpu")).sampler()
+
+    def first(c):
+        it = step_stream(data, cache_dataset(data, c), c, 0, sampler, torch.device("cpu"))
+        return next(it)
+
+    (_, imgs, masks), (_, again, masks2) = first(cfg), first(cfg)
+    if objective == "dino":  # views instead of images, no masks
+        assert isinstance(imgs, MultiCrop) and masks is None
+        assert imgs.globals.shape[0] == 2 * cfg.batch_size
+        assert torch.equal(imgs.globals, again.globals) and torch.equal(imgs.locals, again.locals)
+    else:
+        assert isinstance(masks, PatchMasks) and torch.equal(masks.keep, masks2.keep)
+        assert masks.keep.shape == (cfg.batch_size, 4)

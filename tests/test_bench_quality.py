@@ -47,3 +47,20 @@ def test_quality_bench_reports_the_lead_table_and_the_rankme_dip(tmp_path: Path,
     assert models[0] == "checkpoint" and len(models) == 3
     assert any("random" in m for m in models) and any("pixels" in m for m in models)
     assert (out / "report" / "index.html").exists()
+
+
+def test_several_named_checkpoints_get_the_objectives_table(tmp_path: Path, capsys) -> None:
+    """bench/objectives.sh's call: named checkpoints, one row each and every pair's paired Δ."""
+    a = write_kit_checkpoint(tmp_path / "a" / "checkpoint.pt", cfg=get_preset("smoke"))
+    b = write_kit_checkpoint(tmp_path / "b" / "checkpoint.pt", cfg=get_preset("smoke"), seed=1)
+    out = tmp_path / "bench"
+    assert _quality().main(["--checkpoint", str(a), "--name", "first", "--checkpoint", str(b),
+                            "--name", "second", "--profile", "smoke", "--quick", "--out",
+                            str(out), "--no-progress", "--device", "cpu"]) == 0
+    q = json.loads((out / "quality.json").read_text())
+    assert [r["model"] for r in q["objectives"]] == ["first", "second"]
+    assert [r["comparison"] for r in q["pairs"]] == ["first − second"]
+    assert "Objectives side by side" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # one name per checkpoint
+        _quality().main(["--checkpoint", str(a), "--checkpoint", str(b), "--name", "x",
+                         "--out", str(out)])

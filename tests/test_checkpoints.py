@@ -1,6 +1,7 @@
-"""Checkpoints: the kit's own files (save/load, export, the shipped one) and encoder import
+"""Checkpoints: the kit's own files (save/load, export, the shipped ones) and encoder import
 round-trips, where each foreign format is written by the test from an independent timm ViT
-(the layout the real releases use) and must reproduce that model's tokens."""
+(the layout the real releases use) or by Hugging Face transformers' own Dinov2Model /
+IJepaModel (random weights, nothing downloaded), and must reproduce that model's tokens."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers import blob_images, tiny_config, tiny_model, write_kit_checkpoint
 from timm.models.vision_transformer import VisionTransformer as TimmViT
 
@@ -16,6 +18,8 @@ from radjepa_lab.checkpoints import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     SHIPPED_CHECKPOINT,
+    SHIPPED_CHECKPOINTS,
+    SHIPPED_JEPA_SAME_BUDGET,
     checkpoint_config,
     detect_format,
     export_checkpoint,
@@ -23,6 +27,8 @@ from radjepa_lab.checkpoints import (
     load_encoder,
     load_jepa,
     save_checkpoint,
+    shipped_checkpoints,
+    training_log,
 )
 from radjepa_lab.config import config_to_dict
 from radjepa_lab.errors import CheckpointError
@@ -241,3 +247,190 @@ def test_shipped_checkpoint_matches_its_documented_recipe() -> None:
     assert log[-1]["step"] == want["steps"]
     rk = [r["rankme"] for r in log if r.get("rankme") is not None]
     assert rk[-1] > 1.5 * rk[0]
+
+
+# ----------------------------------------------------------------------------- Hugging Face files
+# Written by transformers' own Dinov2Model / IJepaModel (random weights, save_pretrained, no
+# download) and compared with their outputs, at the native size and at other sizes.
+
+RAD_DINO_MEAN, RAD_DINO_STD = [0.5307, 0.5307, 0.5307], [0.2583, 0.2583, 0.2583]
+
+
+def _hf_input(x: torch.Tensor, mean, std) -> torch.Tensor:
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    return (x.repeat(1, 3, 1, 1) - m) / s
+
+
+@pytest.fixture(scope="module")
+def hf_dinov2(tmp_path_factory: pytest.TempPathFactory):
+    """A small Dinov2Model with Rad-DINO's grid (518 px, 14 px patches: 37 x 37) and its
+    preprocessor statistics, saved the way Rad-DINO's release is (a Hugging Face folder)."""
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = tf.Dinov2Model(tf.Dinov2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        image_size=518, patch_size=14, layerscale_value=0.5)).eval()
+    with torch.no_grad():  # non-trivial CLS, positions and layer scales
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    folder = tmp_path_factory.mktemp("rad-dino")
+    model.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"image_mean": RAD_DINO_MEAN, "image_std": RAD_DINO_STD, "crop_size": {"height": 518}}))
+    return model, folder / "model.safetensors"
+
+
+@pytest.mark.parametrize("hw", [(518, 518), (224, 224), (224, 168)])
+def test_hf_dinov2_file_matches_hf_dinov2_at_every_size(hf_dinov2, hw) -> None:
+    model, path = hf_dinov2
+    enc = load_encoder(path)
+    assert enc.pos_interp == "bicubic" and enc.import_info["input_stats"] == "preprocessor_config.json"
+    assert enc.import_info["heads"] == "config.json" and enc.num_heads == 2
+    x = torch.rand(2, 1, *hw, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(pixel_values=_hf_input(x, RAD_DINO_MEAN, RAD_DINO_STD)).last_hidden_state
+        got = enc(x)
+        cls, _ = enc.forward_with_prefix(x)
+    assert float((got - ref[:, 1:]).abs().max()) < 1e-4
+    assert float((cls[:, 0] - ref[:, 0]).abs().max()) < 1e-4
+    if hw != (518, 518):  # timm's antialiased resize (what the kit did before) does not match
+        enc.pos_interp = "timm"
+        with torch.no_grad():
+            assert float((enc(x) - ref[:, 1:]).abs().max()) > 1e-3
+
+
+def test_input_statistics_given_by_hand_win_over_the_preprocessor_file(hf_dinov2) -> None:
+    _, path = hf_dinov2
+    enc = load_encoder(path, in_mean=(0.5,), in_std=(0.25,))
+    assert enc.import_info["input_stats"] == "given"
+    torch.testing.assert_close(enc.in_std.flatten(), torch.full((3,), 0.25))
+    (path.parent / "elsewhere").mkdir()
+    lone = path.parent / "elsewhere" / "model.safetensors"
+    lone.write_bytes(path.read_bytes())  # no side files: ImageNet statistics, heads from the table
+    enc = load_encoder(lone, num_heads=2)
+    assert enc.import_info["input_stats"] == "ImageNet"
+    torch.testing.assert_close(enc.in_mean.flatten(), torch.tensor(IMAGENET_MEAN))
+
+
+def test_a_broken_preprocessor_file_is_named(hf_dinov2, tmp_path: Path) -> None:
+    _, path = hf_dinov2
+    (tmp_path / "model.safetensors").write_bytes(path.read_bytes())
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_mean": [0.5],
+                                                                   "image_std": [0.0]}))
+    with pytest.raises(CheckpointError, match=r"preprocessor_config\.json.*image_std"):
+        load_encoder(tmp_path / "model.safetensors")
+
+
+def test_dinov2_original_keys_resample_like_the_dinov2_repository(tmp_path: Path) -> None:
+    m = _timm(6, class_token=True, init_values=1.0)
+    path = tmp_path / "dinov2.pth"
+    torch.save(m.state_dict(), path)
+    enc = load_encoder(path, fmt="dinov2", num_heads=HEADS)
+    assert enc.pos_interp == "dinov2"
+    grid = enc.pos_embed.reshape(1, GRID, GRID, DIM).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, scale_factor=((3 + 0.1) / GRID, (2 + 0.1) / GRID), mode="bicubic",
+                         antialias=False)  # DINOv2's interpolate_offset=0.1
+    torch.testing.assert_close(enc.pos_embed_for((3, 2)),
+                               want.permute(0, 2, 3, 1).reshape(1, 6, DIM))
+
+
+@pytest.fixture(scope="module")
+def hf_ijepa(tmp_path_factory: pytest.TempPathFactory):
+    tf = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    model = tf.IJepaModel(tf.IJepaConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+        image_size=64, patch_size=8)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    folder = tmp_path_factory.mktemp("ijepa-hf")
+    model.save_pretrained(folder)
+    return model, folder / "model.safetensors"
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (48, 48), (64, 40)])
+def test_hf_ijepa_file_is_imported_and_matches_hf_ijepa(hf_ijepa, hw) -> None:
+    from safetensors.torch import load_file
+
+    model, path = hf_ijepa
+    assert detect_format(load_file(str(path))) == "ijepa_hf"  # was taken for DINOv2: KeyError
+    enc = load_encoder(path)
+    assert enc.num_prefix_tokens == 0 and enc.pos_interp == "bicubic"
+    assert enc.norm.eps == 1e-12  # IJepaConfig's layer_norm_eps, from config.json
+    x = torch.rand(2, 1, *hw, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = model(pixel_values=_hf_input(x, IMAGENET_MEAN, IMAGENET_STD),
+                    interpolate_pos_encoding=True).last_hidden_state
+        assert float((enc(x) - ref).abs().max()) < 1e-4
+
+
+def test_an_in_memory_hf_ijepa_state_dict_is_imported_too(hf_ijepa, tmp_path: Path) -> None:
+    model, _ = hf_ijepa  # transformers >= 5 module names: attention.q_proj, o_proj ...
+    path = tmp_path / "ijepa_state.pt"
+    torch.save(model.state_dict(), path)
+    enc = load_encoder(path, num_heads=2)
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        ref = model(pixel_values=_hf_input(x, IMAGENET_MEAN, IMAGENET_STD)).last_hidden_state
+        assert float((enc(x) - ref).abs().max()) < 1e-4
+
+
+def test_other_hf_vit_layouts_are_refused_by_name(tmp_path: Path) -> None:
+    sd = {"embeddings.cls_token": torch.zeros(1, 1, 8),
+          "embeddings.patch_embeddings.projection.weight": torch.zeros(8, 3, 4, 4),
+          "encoder.layer.0.layernorm_before.weight": torch.ones(8)}
+    torch.save(sd, tmp_path / "vit.pt")
+    with pytest.raises(CheckpointError, match="ViT-style layout with a CLS token"):
+        load_encoder(tmp_path / "vit.pt")
+
+
+def test_kit_checkpoints_refuse_foreign_input_statistics(tmp_path: Path) -> None:
+    path = write_kit_checkpoint(tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="carries its own input statistics"):
+        load_encoder(path, in_mean=(0.5,))
+
+
+# ----------------------------------------------------------------------------- shipped DINO / MAE
+
+
+@pytest.mark.parametrize("objective", ["dino", "mae", "jepa same budget"])
+def test_shipped_dino_and_mae_checkpoints_match_their_recipes(objective: str) -> None:
+    """The shipped DINO / MAE checkpoints are ``--preset <objective>-gpu-phantom`` (or the
+    ``-cpu-long`` preset on a machine without a GPU, with that JEPA run shipped beside them;
+    bench/objectives.sh), exported with their training log beside them."""
+    path = SHIPPED_CHECKPOINTS.get(objective, SHIPPED_JEPA_SAME_BUDGET)
+    objective = objective.split()[0]
+    if not path.is_file():
+        pytest.skip(f"{path.name} is not shipped: bash bench/objectives.sh makes it"
+                    + (" (on the CPU route only)" if path == SHIPPED_JEPA_SAME_BUDGET else ""))
+    state = load_checkpoint(path)
+    assert path.stat().st_size <= 10 * 2**20
+    got = config_to_dict(checkpoint_config(state))
+    got.pop("device")
+    recipes = {}
+    for base in ("gpu-phantom", "cpu-long"):
+        want = config_to_dict(get_preset(base if objective == "jepa" else f"{objective}-{base}"))
+        want.pop("device")
+        recipes[base] = want
+    assert got in recipes.values(), "the shipped file's config is none of its documented presets"
+    assert state["step"] == got["steps"] and "exported" in state
+    log = training_log(path)
+    assert log.name == f"{path.stem}.metrics.jsonl"
+    rows = [json.loads(ln) for ln in log.read_text().splitlines() if ln.strip()]
+    assert rows[-1]["step"] == got["steps"]
+
+
+def test_the_shipped_comparison_differs_only_in_the_objective() -> None:
+    """Notebook 09 compares three shipped checkpoints of ONE budget: same encoder, data,
+    steps x batch and schedules."""
+    from radjepa_lab.config import RUNTIME_FIELDS, config_diff
+
+    paths = shipped_checkpoints()
+    absent = [p.name for p in paths.values() if not p.is_file()]
+    if absent:
+        pytest.skip(f"{absent} not shipped yet: bash bench/objectives.sh makes them")
+    cfgs = {o: checkpoint_config(load_checkpoint(p)) for o, p in paths.items()}
+    for o in ("dino", "mae"):
+        diff = {k for k in config_diff(cfgs["jepa"], cfgs[o]) if k not in RUNTIME_FIELDS}
+        assert diff == {"objective"}, (o, diff)

@@ -86,3 +86,24 @@ def test_bf16_auto_follows_the_hardware(monkeypatch) -> None:
     assert use_bf16(TrainConfig(bf16=True), "cpu") and not use_bf16(TrainConfig(), "cpu")
     with pytest.raises(ConfigError, match="bf16"):
         TrainConfig(bf16="sometimes")
+
+
+def test_objective_knobs_are_checked_and_old_configs_read() -> None:
+    from radjepa_lab.config import OBJECTIVES
+
+    assert OBJECTIVES == ("jepa", "dino", "mae")
+    with pytest.raises(ConfigError, match="objective"):
+        apply_overrides(tiny_config(), ["objective='simclr'"])
+    with pytest.raises(ConfigError, match="mask_ratio"):
+        apply_overrides(tiny_config(), ["mae.mask_ratio=1.0"])
+    with pytest.raises(ConfigError, match="local_size"):
+        apply_overrides(tiny_config(), ["dino.local_size=12"])  # not a multiple of 8
+    with pytest.raises(ConfigError, match="local_scale"):
+        apply_overrides(tiny_config(), ["dino.local_scale=(0.4, 0.1)"])
+    cfg = apply_overrides(tiny_config(), ["objective='dino'", "dino.n_local=2"])
+    assert cfg.objective == "dino" and cfg.dino.n_local == 2 and cfg.local_px == 16
+    # a checkpoint written before issue 21 has no objective, dino or mae entries
+    old = config_to_dict(tiny_config())
+    for key in ("objective", "dino", "mae"):
+        old.pop(key)
+    assert config_from_dict(old) == tiny_config()

@@ -100,3 +100,41 @@ def test_two_models_of_different_architectures_each_get_their_random_inits(tmp_p
     assert lead[0]["Δ vs raw pixels [95% CI]"] != "—"  # the paired delta against pixels
     lines = verdict_lines(ev)
     assert len(lines) == 2 and lines[0].startswith("first: macro AUPRC")
+
+
+def test_three_objectives_side_by_side(tmp_path: Path) -> None:
+    """Notebook 09's table: a JEPA, a DINO and an MAE run of one encoder, each against the
+    shared random inits, against each other, with Dice, RankMe and their training cost."""
+    from helpers import blob_images, tiny_config
+
+    from radjepa_lab.checkpoints import export_checkpoint
+    from radjepa_lab.demo import (
+        evaluate_checkpoints,
+        load_contender,
+        objective_rows,
+        pairwise_rows,
+    )
+    from radjepa_lab.presets import ProbeSizes, with_objective
+    from radjepa_lab.train import pretrain
+
+    contenders = []
+    for o in ("jepa", "dino", "mae"):
+        res = pretrain(with_objective(tiny_config(steps=4, ckpt_every=4, log_every=2), o),
+                       tmp_path / o, dataset=blob_images(32), progress=False)
+        path = res.checkpoint if o == "jepa" else export_checkpoint(res.checkpoint,
+                                                                    tmp_path / f"{o}.pt")
+        contenders.append(load_contender(o.upper(), path))
+    assert [c.objective for c in contenders] == ["jepa", "dino", "mae"]
+    assert contenders[1].history[-1]["step"] == 4  # the exported copy found its log
+    assert contenders[0].jepa is not None and contenders[1].jepa is None
+    ev = evaluate_checkpoints(contenders, sizes=ProbeSizes(48, 32, 20), probes=("linear",),
+                              retrieval=False, seg_epochs=2, progress=False)
+    assert len({tuple(v) for v in ev.baselines.values()}) == 1  # one encoder: shared baselines
+    rows = objective_rows(ev)
+    assert [r["objective"] for r in rows] == ["JEPA", "DINO", "MAE"]
+    for r in rows:
+        assert r["images seen"] == f"{4 * 8:,}" and r["images/s"] != "—"
+        assert 0 <= float(r["lung Dice"]) <= 1 and r["Δ vs stronger random init [95% CI]"] != "—"
+    pairs = pairwise_rows(ev)
+    assert [p["comparison"] for p in pairs] == ["JEPA − DINO", "JEPA − MAE", "DINO − MAE"]
+    assert all("[" in p["Δ macro AUPRC [95% CI]"] for p in pairs)

@@ -27,6 +27,7 @@ EXERCISES: dict[str, tuple[str, Callable[..., Any]]] = {
     "ex4_ema_update": ("ema_update", E.check_ema_update),
     "ex5_knn_probe": ("knn_scores", E.check_knn_scores),
     "ex6_attention_rollout": ("rollout", E.check_attention_rollout),
+    "ex7_dino_centering": ("dino_targets", E.check_dino_centering),
 }
 
 
@@ -304,6 +305,44 @@ def _roll(order: str = "left", residual: str = "mix", fuse: str = "mean",
 )
 def test_rollout_wrong_answers(fn: Callable[..., Any], fragments: tuple[str, ...]) -> None:
     _fails(E.check_attention_rollout, fn, *fragments)
+
+
+def _dino(probs: str = "right", center: str = "right", grad: bool = False) -> Callable[..., Any]:
+    """A student's DINO targets with one mistake."""
+    def dino_targets(teacher_logits, center_, temperature, momentum):
+        t = teacher_logits if grad else teacher_logits.detach()
+        mean = t.mean(0, keepdim=True)
+        new = {"right": momentum * center_ + (1 - momentum) * mean,
+               "swapped": (1 - momentum) * center_ + momentum * mean,
+               "per-sample": momentum * center_ + (1 - momentum) * t,
+               "stale": center_}[center]
+        used = new if probs == "updated-first" else center_
+        logits = {"no-centre": t / temperature, "divide-first": t / temperature - used,
+                  "no-temperature": t - used}.get(probs, (t - used) / temperature)
+        dim = 0 if probs == "batch-softmax" else -1
+        return F.softmax(logits, dim=dim), new.detach() if not grad else new
+
+    return dino_targets
+
+
+@pytest.mark.parametrize(
+    ("fn", "fragments"),
+    [
+        (_dino(probs="no-centre"), ("did not subtract the centre",)),
+        (_dino(probs="divide-first"), ("subtract first",)),
+        (_dino(probs="no-temperature"), ("forgot the temperature",)),
+        (_dino(probs="batch-softmax"), ("over the batch", "dim=-1")),
+        (_dino(probs="updated-first"), ("BEFORE the update",)),
+        (_dino(center="swapped"), ("swapped the momentum",)),
+        (_dino(center="per-sample"), ("ONE vector",)),
+        (_dino(center="stale"), ("did not move",)),
+        (_dino(grad=True), ("gradient", "no_grad")),
+    ],
+    ids=["no-centre", "divide-first", "no-temperature", "batch-softmax", "updated-first",
+         "swapped-momentum", "per-sample-centre", "stale-centre", "gradient"],
+)
+def test_dino_centering_wrong_answers(fn: Callable[..., Any], fragments: tuple[str, ...]) -> None:
+    _fails(E.check_dino_centering, fn, *fragments)
 
 
 def test_unexpected_exception_names_the_case() -> None:

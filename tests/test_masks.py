@@ -175,3 +175,20 @@ def test_unlucky_draws_fall_back_instead_of_killing_training() -> None:
         boxes = mb.target_boxes  # [M, B, 4]
         stacked += int((boxes == boxes[:1]).all(-1).all(0).sum())
     assert stacked > 0, "the fallback never triggered; the test no longer exercises it"
+
+
+def test_mae_masker_splits_every_image_at_random() -> None:
+    from radjepa_lab.masks import RandomPatchMasker
+
+    masker = RandomPatchMasker((4, 4), 0.75)
+    a = masker.sample(8, torch.Generator().manual_seed(0))
+    b = masker.sample(8, torch.Generator().manual_seed(0))
+    assert a.keep.shape == (8, 4) and a.masked.shape == (8, 12)
+    assert torch.equal(a.keep, b.keep)  # a function of the generator
+    both = torch.cat([a.keep, a.masked], 1).sort(1).values
+    assert torch.equal(both, torch.arange(16).expand(8, -1))  # a partition of the grid
+    assert torch.equal(a.keep, a.keep.sort(1).values)
+    assert len({tuple(r) for r in a.keep.tolist()}) > 1  # each image its own mask
+    assert RandomPatchMasker((2, 2), 0.99).n_keep == 1
+    with pytest.raises(ConfigError, match="mask ratio"):
+        RandomPatchMasker((4, 4), 1.0)

@@ -180,3 +180,57 @@ def test_evaluating_restores_each_modules_own_mode() -> None:
     with pytest.raises(RuntimeError), evaluating(enc):
         raise RuntimeError("analysis failed")
     assert enc.training  # restored on the way out of an error too
+
+
+def test_position_embeddings_resample_like_their_source() -> None:
+    import torch.nn.functional as F
+
+    from radjepa_lab.models import resample_pos_embed
+
+    pe = torch.randn(1, 36, 8, generator=torch.Generator().manual_seed(0))
+    grid = pe.reshape(1, 6, 6, 8).permute(0, 3, 1, 2)
+
+    def flat(t: torch.Tensor) -> torch.Tensor:
+        return t.permute(0, 2, 3, 1).reshape(1, -1, 8)
+
+    hf = F.interpolate(grid, size=(4, 3), mode="bicubic", align_corners=False)
+    torch.testing.assert_close(resample_pos_embed(pe, (6, 6), (4, 3), "bicubic"), flat(hf))
+    aa = F.interpolate(grid, size=(4, 3), mode="bicubic", antialias=True)
+    torch.testing.assert_close(resample_pos_embed(pe, (6, 6), (4, 3), "timm"), flat(aa))
+    dv2 = F.interpolate(grid, scale_factor=(4.1 / 6, 3.1 / 6), mode="bicubic")
+    torch.testing.assert_close(resample_pos_embed(pe, (6, 6), (4, 3), "dinov2"), flat(dv2))
+    with pytest.raises(ConfigError, match="pos_interp"):
+        resample_pos_embed(pe, (6, 6), (4, 3), "nearest")
+    enc = build_encoder(TINY)
+    assert enc.pos_interp == "timm"  # the kit's own models keep timm's antialiased resize
+
+
+def test_dino_head_gives_cosines_to_unit_prototypes() -> None:
+    from radjepa_lab.config import DinoConfig
+    from radjepa_lab.models import build_dino_head
+
+    head = build_dino_head(TINY, DinoConfig(hidden_dim=16, bottleneck_dim=8, out_dim=10), seed=1)
+    x = torch.randn(5, TINY.embed_dim)
+    with torch.no_grad():
+        logits = head(x)
+    assert logits.shape == (5, 10) and float(logits.abs().max()) <= 1.0 + 1e-6
+    with torch.no_grad():  # the prototypes' norm does not matter: only their direction
+        head.prototypes.mul_(7.0)
+        torch.testing.assert_close(head(x), logits)
+    again = build_dino_head(TINY, DinoConfig(hidden_dim=16, bottleneck_dim=8, out_dim=10), seed=1)
+    torch.testing.assert_close(again.prototypes * 7.0, head.prototypes)  # seeded
+
+
+def test_mae_decoder_puts_visible_tokens_back_in_place() -> None:
+    from radjepa_lab.models import build_mae_decoder, patchify
+
+    dec = build_mae_decoder(TINY).eval()
+    keep = torch.tensor([[0, 5, 9], [1, 2, 15]])
+    tokens = torch.randn(2, 3, TINY.embed_dim)
+    out = dec(tokens, keep)
+    assert out.shape == (2, 16, TINY.patch_size**2 * TINY.in_chans)
+    shuffled = dec(tokens[:, [2, 0, 1]], keep[:, [2, 0, 1]])  # order of the visible set is free
+    torch.testing.assert_close(out, shuffled)
+    img = torch.arange(2 * 16 * 16, dtype=torch.float32).reshape(2, 1, 16, 16)
+    patches = patchify(img, 8)  # row-major like the tokens: patch 1 is the top-right one
+    assert patches.shape == (2, 4, 64) and torch.equal(patches[0, 1, :8], img[0, 0, 0, 8:])

@@ -96,3 +96,19 @@ def test_live_curves_say_the_measured_speed_once(capsys) -> None:
     assert "measured 50 images/s" in out and "about 0.3 min to go" in out  # 80 steps x 10 / 50
     live({"step": 40, "loss": 0.8, "imgs_per_s": 50.0})
     assert capsys.readouterr().out == ""
+
+
+def test_comparison_runs_name_the_command_for_missing_shipped_files(tmp_path, monkeypatch) -> None:
+    """Notebook 09 outside the smoke profile: the three shipped checkpoints of one budget, or an
+    error that says how to make them."""
+    from radjepa_lab import checkpoints as C
+
+    fake = {o: tmp_path / p.name for o, p in C.SHIPPED_CHECKPOINTS.items()}
+    monkeypatch.setattr(N, "shipped_checkpoints", lambda: fake)
+    monkeypatch.setattr(N, "SHIPPED_CHECKPOINTS", fake)
+    with pytest.raises(CheckpointError, match=r"radjepa_lab_phantom_dino\.pt.*bench/objectives\.sh"):
+        N.comparison_runs(resolve_profile("cpu"), verbose=False)
+    for p in fake.values():
+        write_kit_checkpoint(p)
+    runs = N.comparison_runs(resolve_profile("cpu"), verbose=False)
+    assert {o: r[0] for o, r in runs.items()} == fake and "dino-gpu-phantom" in runs["dino"][1]

@@ -99,3 +99,16 @@ def test_random_resized_crop_is_seeded_per_image_and_identity_at_full_scale() ->
     same = torch.stack([x[0]] * 4)  # one image, four crops: each image draws its own box
     crops = random_resized_crop(same, (0.3, 0.5), torch.Generator().manual_seed(3))
     assert len({tuple(cr.flatten()[:8].tolist()) for cr in crops}) == 4
+
+
+def test_crops_to_another_size_and_intensity_jitter() -> None:
+    from radjepa_lab.data.transforms import random_intensity_jitter, random_resized_crop
+
+    imgs = torch.rand(3, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    small = random_resized_crop(imgs, (0.1, 0.3), torch.Generator().manual_seed(1), size=12)
+    assert small.shape == (3, 1, 12, 12)
+    j = random_intensity_jitter(imgs, 0.4, torch.Generator().manual_seed(2), p=1.0)
+    assert j.shape == imgs.shape and float(j.min()) >= 0 and float(j.max()) <= 1
+    assert not torch.equal(j, imgs)
+    torch.testing.assert_close(random_intensity_jitter(imgs, 0.4, torch.Generator(), p=0.0), imgs)
+    torch.testing.assert_close(random_intensity_jitter(imgs, 0.0, torch.Generator(), p=1.0), imgs)

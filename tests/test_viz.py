@@ -130,7 +130,7 @@ def test_chart_figures() -> None:
     # the RankMe-split monitors are labelled from the k in their key, whatever k is
     split = [{"step": 1, "rankme_tail7": 50.0, "top7_share": 0.4}]
     f = viz.plot_training_curves(split, keys=("rankme_tail7", "top7_share"))
-    assert [a.get_title() for a in f.axes] == [
+    assert [a.get_ylabel() for a in f.axes] == [  # one y label per panel, no titles
         "RankMe without the 7 leading directions", "share of the 7 leading singular values"]
     y = (RNG.random((60, 2)) < 0.4).astype(float)
     s = y + RNG.normal(size=y.shape)
@@ -192,3 +192,26 @@ def test_model_widgets_build_and_redraw(capsys, tiny_model, tiny_encoder) -> Non
     mask_widget(np.zeros((64, 64), np.float32)).children[1].children[2].value = 5
     printed = capsys.readouterr()
     assert "Traceback" not in printed.out + printed.err
+
+
+def test_side_by_side_figures_of_several_models() -> None:
+    """Notebook 09's figures: runs' curves (losses relative to their first value), one map per
+    model over the same image, one embedding per model coloured by the same values."""
+    hist = {"A": [{"step": s, "loss": 4.0 / (s + 1), "rankme": 10 + s} for s in range(4)],
+            "B": [{"step": s, "loss": 0.5, "teacher_entropy": 3.0, "teacher_entropy_max": 6.9}
+                  for s in range(4)]}
+    f = viz.plot_run_curves(hist, ("loss", "rankme", "teacher_entropy", "missing"))
+    assert [a.get_ylabel() for a in f.axes] == [
+        "loss / its first logged value", "RankMe (effective rank)",
+        "DINO teacher target entropy (nats)"]
+    first = f.axes[0].lines[0].get_ydata()
+    assert first[0] == 1.0 and first[-1] == 0.25  # relative to the first logged loss
+    assert any(ln.get_ydata()[0] == 6.9 for ln in f.axes[2].lines)  # log K drawn
+    img = RNG.random((32, 32))
+    f = viz.plot_maps_side_by_side(img, {"A": RNG.random((4, 4)), "B": RNG.random((4, 4))},
+                                   title="t", label="w", synthetic=True)
+    assert [a.get_title() for a in f.axes[:3]] == ["image", "A", "B"]
+    f = viz.plot_embeddings_side_by_side({"A": Projection(RNG.normal(size=(30, 2)), "pca"),
+                                          "B": RNG.normal(size=(30, 2))},
+                                         (RNG.random(30) < 0.5).astype(float), "finding")
+    assert [a.get_title() for a in f.axes] == ["A", "B"] and "finding" in f._suptitle.get_text()

@@ -133,13 +133,16 @@ def as_image_batch(image: np.ndarray | torch.Tensor, where: str = "",
 
 def random_resized_crop(imgs: torch.Tensor, scale: tuple[float, float],
                         generator: torch.Generator,
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> torch.Tensor:
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+                        size: int | None = None) -> torch.Tensor:
     """I-JEPA's pretraining augmentation (RandomResizedCrop) on a whole batch ``[B, C, H, W]``.
 
     Every image gets its own crop box, covering a fraction ``scale`` of its area with an aspect
-    ratio in ``ratio``, resized back to ``H x W`` by one bilinear ``grid_sample``. All numbers
-    come from ``generator``, so a step's crops are a pure function of its seed; torchvision's
-    transform draws from the global RNG and one box per call, hence this batched version.
+    ratio in ``ratio``, resized to ``size x size`` (default: back to ``H x W``) by one bilinear
+    ``grid_sample``. All numbers come from ``generator``, so a step's crops are a pure function
+    of its seed; torchvision's transform draws from the global RNG and one box per call, hence
+    this batched version. DINO's global and local crops are this function at two scales and
+    two sizes.
     """
     b = imgs.shape[0]
     u = torch.rand(3, b, generator=generator, dtype=torch.float64)
@@ -153,5 +156,23 @@ def random_resized_crop(imgs: torch.Tensor, scale: tuple[float, float],
     theta[:, 0, 0], theta[:, 1, 1] = w, h
     theta[:, 0, 2] = (centre[0] * 2 - 1) * (1 - w)  # box centre, anywhere the box fits
     theta[:, 1, 2] = (centre[1] * 2 - 1) * (1 - h)
-    grid = F.affine_grid(theta.to(imgs.dtype), list(imgs.shape), align_corners=False)
+    shape = list(imgs.shape) if size is None else [b, imgs.shape[1], size, size]
+    grid = F.affine_grid(theta.to(imgs.dtype), shape, align_corners=False)
     return F.grid_sample(imgs, grid.to(imgs.device), mode="bilinear", align_corners=False)
+
+
+def random_intensity_jitter(imgs: torch.Tensor, strength: float, generator: torch.Generator,
+                            p: float = 0.8) -> torch.Tensor:
+    """DINO's colour jitter for gray images: with probability ``p`` per image, brightness and
+    contrast factors drawn from ``[1 - strength, 1 + strength]`` (torchvision's ColorJitter
+    order: brightness scales the image, contrast pulls it towards its mean). Stays in [0, 1].
+    """
+    b = imgs.shape[0]
+    u = torch.rand(3, b, generator=generator, dtype=torch.float64)
+    on = (u[0] < p).to(imgs.dtype).view(-1, 1, 1, 1).to(imgs.device)
+    bright = (1 + strength * (2 * u[1] - 1)).to(imgs.dtype).view(-1, 1, 1, 1).to(imgs.device)
+    contrast = (1 + strength * (2 * u[2] - 1)).to(imgs.dtype).view(-1, 1, 1, 1).to(imgs.device)
+    x = (imgs * bright).clamp(0, 1)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    x = ((x - mean) * contrast + mean).clamp(0, 1)
+    return on * x + (1 - on) * imgs

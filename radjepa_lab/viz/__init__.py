@@ -13,6 +13,7 @@ from radjepa_lab.viz.images import (
     plot_images,
     plot_intensity_histograms,
     plot_latents,
+    plot_maps_side_by_side,
     plot_mask_overlay,
     plot_nn_crops,
     plot_overlay,
@@ -24,10 +25,12 @@ from radjepa_lab.viz.images import (
 )
 from radjepa_lab.viz.plots import (
     plot_embedding,
+    plot_embeddings_side_by_side,
     plot_pr_curves,
     plot_probe_bars,
     plot_ratio_histograms,
     plot_retrieval_table,
+    plot_run_curves,
     plot_training_curves,
 )
 
@@ -41,8 +44,10 @@ __all__ = [
     "plot_attributions",
     "plot_coverage",
     "plot_embedding",
+    "plot_embeddings_side_by_side",
     "plot_images",
     "plot_latents",
+    "plot_maps_side_by_side",
     "plot_mask_overlay",
     "plot_nn_crops",
     "plot_overlay",
@@ -51,6 +56,7 @@ __all__ = [
     "plot_ratio_histograms",
     "plot_retrieval_table",
     "plot_rollout",
+    "plot_run_curves",
     "plot_sampled_masks",
     "plot_segmentation",
     "plot_training_curves",

@@ -31,6 +31,7 @@ __all__ = [
     "plot_coverage",
     "plot_images",
     "plot_latents",
+    "plot_maps_side_by_side",
     "plot_mask_overlay",
     "plot_nn_crops",
     "plot_overlay",
@@ -321,6 +322,20 @@ def plot_rollout(
     fig.colorbar(im2, ax=axes[0, 2], shrink=0.8, label="mean attention received")
     axes[0, 2].set_title("attention received (last layer)", fontsize=9)
     fig.suptitle(titled("Attention rollout (no CLS token)", synthetic))
+    return fig
+
+
+def plot_maps_side_by_side(image: np.ndarray, maps: Mapping[str, np.ndarray], title: str = "",
+                           label: str = "", synthetic: bool = False, cmap: str = "jet"):
+    """The X-ray, then one heat map per model over it (e.g. each objective's attention
+    rollout on the same image), each with its colourbar."""
+    fig, axes = new_figure(1, 1 + len(maps), (3.0, 3.2))
+    show_xray(axes[0, 0], image, "image")
+    for ax, (name, heat) in zip(axes[0, 1:], maps.items(), strict=True):
+        im = overlay(ax, image, heat, alpha=0.55, cmap=cmap)
+        fig.colorbar(im, ax=ax, shrink=0.8, label=label)
+        ax.set_title(name, fontsize=9)
+    fig.suptitle(titled(title, synthetic))
     return fig
 
 

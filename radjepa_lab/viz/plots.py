@@ -12,10 +12,12 @@ from radjepa_lab.viz.images import new_figure, titled
 
 __all__ = [
     "plot_embedding",
+    "plot_embeddings_side_by_side",
     "plot_pr_curves",
     "plot_probe_bars",
     "plot_ratio_histograms",
     "plot_retrieval_table",
+    "plot_run_curves",
     "plot_training_curves",
 ]
 
@@ -27,6 +29,7 @@ _CURVE_LABELS = {
     "rankme": "RankMe (effective rank)",
     "feat_std": "std of L2-normalised features",
     "imgs_per_s": "images / s",
+    "teacher_entropy": "DINO teacher target entropy (nats)",
 }
 # The RankMe-split monitors carry their k in the key (train.MONITOR_TOP_K), so match the pattern.
 _SPLIT_LABELS = (
@@ -70,6 +73,76 @@ def plot_training_curves(
         ax.set_ylabel(_curve_label(k))  # one label per panel (a title too crowded the suptitle)
         ax.grid(alpha=0.3)
     fig.suptitle(title)
+    return fig
+
+
+def plot_run_curves(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    keys: Sequence[str] = ("loss", "rankme", "feat_std"),
+    title: str = "Pretraining runs side by side",
+    x_key: str = "step",
+):
+    """One panel per metric, one line per run (e.g. the three objectives of notebook 09).
+
+    Losses of different objectives are in different units (cross-entropy in nats, MSE of
+    normalised pixels, smooth-L1 of layer-normed features), so each run's loss is drawn relative
+    to its first logged value; the monitors (RankMe, feature std) are the same measurement for
+    every run. A panel is drawn for each key that some run logged.
+    """
+    present = [k for k in keys if any(h.get(k) is not None for hist in histories.values()
+                                      for h in hist)]
+    present = present or ["loss"]
+    fig, axes = new_figure(1, len(present), (3.4, 2.9))
+    for ax, k in zip(axes[0], present, strict=True):
+        for i, (name, hist) in enumerate(histories.items()):
+            pts = [(h.get(x_key, j), h[k]) for j, h in enumerate(hist) if h.get(k) is not None]
+            if not pts:
+                continue
+            x, y = (np.asarray(v, dtype=float) for v in zip(*pts, strict=True))
+            if k == "loss" and y[0] > 0:
+                y = y / y[0]
+            ax.plot(x, y, color=f"C{i}", label=name, marker="." if len(x) < 30 else None)
+            if k == "teacher_entropy":
+                top = [h.get("teacher_entropy_max") for h in hist if h.get("teacher_entropy_max")]
+                if top:
+                    ax.axhline(top[-1], color=f"C{i}", ls=":", lw=1, label="log K (uniform)")
+        ax.set_xlabel(x_key)
+        ax.set_ylabel("loss / its first logged value" if k == "loss" else _curve_label(k))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_embeddings_side_by_side(
+    projections: Mapping[str, Any],
+    values: Sequence[Any] | np.ndarray,
+    label: str = "label",
+    title: str = "Image embeddings side by side",
+    synthetic: bool = False,
+):
+    """One scatter per model of 2-D coordinates (arrays or ``analysis.embed.Projection``) of
+    the SAME images, coloured by the same ``values`` (few distinct values: categories)."""
+    values = np.asarray(values)
+    uniq = np.unique(values[~_isnan(values)]) if values.dtype.kind == "f" else np.unique(values)
+    fig, axes = new_figure(1, len(projections), (3.6, 3.4))
+    for ax, (name, proj) in zip(axes[0], projections.items(), strict=True):
+        method = (getattr(proj, "method", "") or "2-D").upper()
+        coords = np.asarray(getattr(proj, "coords", proj))
+        if len(uniq) <= 10:
+            for i, u in enumerate(uniq):
+                sel = values == u
+                ax.scatter(coords[sel, 0], coords[sel, 1], s=6, alpha=0.7, color=f"C{i % 10}",
+                           label=str(u))
+            ax.legend(title=label, fontsize=6, markerscale=2)
+        else:
+            sc = ax.scatter(coords[:, 0], coords[:, 1], c=values.astype(float), s=6,
+                            cmap="viridis")
+            fig.colorbar(sc, ax=ax, label=label)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(f"{method} 1")
+        ax.set_ylabel(f"{method} 2")
+    fig.suptitle(titled(f"{title}, coloured by {label}", synthetic))
     return fig
 
 

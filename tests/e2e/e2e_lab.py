@@ -189,6 +189,7 @@ DEFAULT_EXPECTATIONS: dict[str, Expectation] = {
     ),
     "07_probes_and_segmentation": Expectation(min_images=1),
     "08_report_retrieval": Expectation(),
+    "09_jepa_vs_dino_vs_mae": Expectation(min_images=5),
 }
 
 

@@ -14,7 +14,7 @@ import torch
 from guards import reset_peak_rss, vm_kib
 from helpers import blob_images, tiny_config, write_kit_checkpoint
 
-import radjepa_lab.checkpoints as ckpts
+import radjepa_lab.checkpoints.kit as ckpts  # where the loaders build networks
 from radjepa_lab.checkpoints import load_checkpoint, load_encoder, load_jepa, save_checkpoint
 from radjepa_lab.errors import CheckpointError
 from radjepa_lab.train import pretrain
