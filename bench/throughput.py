@@ -20,7 +20,7 @@ does more FLOPs per image; compare images/s AND achieved FLOP/s.
 
 Ratios printed: kit / lightly in images/s, in achieved FLOP/s and in peak memory::
 
-    OMP_NUM_THREADS=2 python bench/throughput.py --preset cpu-p8 --steps 6
+    OMP_NUM_THREADS=2 python bench/throughput.py --preset cpu --steps 6
     OMP_NUM_THREADS=2 python bench/throughput.py --preset gpu-short --batch 4 --steps 2
     python bench/throughput.py --preset gpu-short --steps 30 --device cuda
 """
@@ -49,7 +49,6 @@ from radjepa_lab.presets import get_preset  # noqa: E402
 VARIANTS = ("kit", "lightly")
 MATMUL_N = 1024  # the square matmul whose rate is this machine's yardstick
 LIGHTLY_MIN_KEEP = 4  # lightly/I-JEPA apply min_keep to target blocks too; 10 hangs on 8x8
-# and the cpu preset's 4x4-grid targets hold 1-2 tokens, fewer than 4: hence cpu-p8 by default
 
 
 def vit_fwd_flops(tokens: float, d: int, depth: int, mlp: float = 4.0) -> float:
@@ -271,7 +270,7 @@ def _child(args: argparse.Namespace, variant: str) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--preset", default="cpu-p8")
+    p.add_argument("--preset", default="cpu")
     p.add_argument("--steps", type=int, default=6, help="timed steps per implementation")
     p.add_argument("--batch", type=int, default=0, help="override the preset's batch size")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",

@@ -33,9 +33,11 @@ def test_presets_and_serialisation() -> None:
     assert get_preset("gpu-short").model.patch_size == 16
     assert get_preset("cpu-p8").masks.min_keep >= 26  # no context starvation on an 8x8 grid
     # the cpu preset's EMA time constant 1/(1-m) must sit well inside the run, or the
-    # evaluated target encoder stays near its random init (README "Learning signal")
+    # evaluated target encoder stays near its random init (bench/RESULTS.md)
     cpu = get_preset("cpu")
-    assert 1.0 / (1.0 - cpu.ema[0]) <= cpu.steps / 4
+    assert 1.0 / (1.0 - cpu.ema[0]) <= cpu.steps / 2
+    # and its grid stays legible for notebooks 01-08: at least 8x8 tokens
+    assert min(cpu.model.grid) >= 8
     mb = MultiBlockMaskSampler(cpu.model.grid, cpu.masks).sample(64, torch.Generator().manual_seed(0))
     assert mb.context.shape[1] >= cpu.masks.min_keep >= cpu.model.grid[0] * cpu.model.grid[1] // 3
     with pytest.raises(ConfigError, match="Unknown preset"):
