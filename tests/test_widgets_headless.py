@@ -1,15 +1,17 @@
 """The widget-building cells, executed headless again and again as nbmake runs them: each run
 must finish within its time limit (an attention widget drawing two figures into an Output once
-left the client waiting on an idle kernel in some runs)."""
+left the client waiting on an idle kernel in some runs). ``RADJEPA_WIDGET_RUNS=100`` repeats
+them 100 times, the soak the hang was first seen in."""
 
 from __future__ import annotations
 
+import os
 import time
 
 import nbformat
 import pytest
 
-RUNS = 8
+RUNS = int(os.environ.get("RADJEPA_WIDGET_RUNS", "8"))
 TIMEOUT_S = 60
 
 CELLS = [
