@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="a name for each --checkpoint, in the same order (default: checkpoint N)")
     p.add_argument("--preset", default=None, help="pretrain this preset first")
     p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="fit the preset's steps to this many minutes of this CPU, as the demo "
+                        "does (train.fit_to_minutes; after --set, instead of --steps)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for pretraining (as radjepa-lab pretrain --set)")
     p.add_argument("--profile", default="cpu", help="whose probe sizes to use (default cpu, "
@@ -76,15 +79,17 @@ def main(argv: list[str] | None = None) -> int:
                                           else "checkpoint")
         contenders.append(load_contender(name, path, str(path)))
     if a.preset:
-        from radjepa_lab.train import pretrain
+        from radjepa_lab.train import fit_to_minutes, pretrain
 
         cfg = with_steps(apply_overrides(get_preset(a.preset), a.set), a.steps)
-        print(f"pretraining preset {a.preset!r} for {cfg.steps} steps -> {out / 'pretrain'}")
         t0 = time.perf_counter()
+        cfg, _ = fit_to_minutes(cfg, a.minutes)
+        print(f"pretraining preset {a.preset!r} for {cfg.steps} steps -> {out / 'pretrain'}")
         res = pretrain(cfg, out / "pretrain", progress=not a.no_progress, overwrite=True)
         train_s = time.perf_counter() - t0
         how = (f"--preset {a.preset}" + "".join(f" --set {s}" for s in a.set)
-               + (f" --steps {a.steps}" if a.steps else "") + f" ({train_s:.0f} s)")
+               + (f" --steps {cfg.steps}" if a.steps or a.minutes else "")
+               + (f" (fitted to {a.minutes:g} min)" if a.minutes else "") + f" ({train_s:.0f} s)")
         contenders.append(load_contender(f"preset {a.preset}", res.checkpoint, how))
 
     quick = a.quick

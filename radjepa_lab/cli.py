@@ -65,7 +65,8 @@ def _cmd_probe(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from radjepa_lab.demo import run_demo
 
-    report = run_demo(Path(a.out), profile=a.profile)
+    minutes = None if a.minutes == 0 else a.minutes  # 0: the preset's own steps
+    report = run_demo(Path(a.out), profile=a.profile, minutes=minutes)
     print(f"demo report: {report}")
     return 0
 
@@ -130,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="phantoms -> pretrain -> embed -> probe -> report")
     s.add_argument("--out", default="runs/demo")
     s.add_argument("--profile", default=None, help=" | ".join(PROFILES))
+    s.add_argument("--minutes", type=float, default=-1.0,
+                   help="pretraining budget on a CPU: the preset's steps are fitted to this many "
+                        "minutes of this machine (default: the profile's, 5 for cpu; 0: the "
+                        "preset's own steps)")
     s.set_defaults(func=_cmd_demo)
     return p
 

@@ -138,3 +138,17 @@ def test_three_objectives_side_by_side(tmp_path: Path) -> None:
     pairs = pairwise_rows(ev)
     assert [p["comparison"] for p in pairs] == ["JEPA − DINO", "JEPA − MAE", "DINO − MAE"]
     assert all("[" in p["Δ macro AUPRC [95% CI]"] for p in pairs)
+
+
+def test_demo_fits_its_run_to_a_time_budget(tmp_path: Path) -> None:
+    """`radjepa-lab demo --minutes M`: a few timed steps decide the run's length, and the
+    report's "how" names the exact `--steps N` that repeats it."""
+    index = run_demo(tmp_path / "demo", profile="smoke", progress=False, minutes=0.05,
+                     echo=lambda _: None)
+    out = index.parent
+    timings = json.loads((out / "demo.json").read_text())
+    steps = timings["fit"]["steps"]
+    assert timings["fit"]["minutes"] == 0.05 and steps >= get_preset("smoke").warmup + 20
+    metrics = [json.loads(x) for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert metrics[-1]["step"] == steps
+    assert f"--preset smoke --steps {steps} " in (out / "report.md").read_text()

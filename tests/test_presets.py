@@ -103,3 +103,16 @@ def test_cli_config_and_presets_import_no_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_cpu_profile_fits_its_steps_to_a_time_budget() -> None:
+    """The demo's and notebook 03's run on a CPU: as many steps as fit CPU_BUDGET_MINUTES."""
+    from radjepa_lab.presets import CPU_BUDGET_MINUTES
+
+    cpu = resolve_profile("cpu")
+    if cpu.device == "cpu":
+        assert cpu.budget_minutes == CPU_BUDGET_MINUTES == 5.0
+        assert f"fit {CPU_BUDGET_MINUTES:g} min" in cpu.describe()
+    else:  # a GPU runs the preset's own steps
+        assert cpu.budget_minutes is None
+    assert resolve_profile("smoke").budget_minutes is None

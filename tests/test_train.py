@@ -183,3 +183,49 @@ def test_out_of_range_images_are_refused(tmp_path: Path) -> None:
     data = [{"img": 255.0 * d["img"]} for d in blob_images(16)]
     with pytest.raises(DataError, match=r"\[0, 1\]"):
         pretrain(tiny_config(steps=2), tmp_path, dataset=data, progress=False)
+
+
+def test_fit_to_minutes_fills_the_budget_from_timed_steps(monkeypatch) -> None:
+    """The cpu profile's time budget: steps = margin x budget / measured step time, nothing
+    else of the config changes, a slow machine gets the floor, None keeps the preset."""
+    import radjepa_lab.objectives as O
+    from radjepa_lab.config import RUNTIME_FIELDS, config_diff
+    from radjepa_lab.train import fit_to_minutes
+
+    cfg = get_preset("cpu")
+    seconds = {"per_step": 0.5}
+    seen: list[tuple[int, int]] = []
+
+    def fake_cost(c, batch_size, steps, seed):
+        seen.append((batch_size, steps))
+        return {"s_per_image": seconds["per_step"] / batch_size}
+
+    monkeypatch.setattr(O, "step_cost", fake_cost)
+    out, info = fit_to_minutes(cfg, 2.0, margin=0.85, echo=None)
+    assert out.steps == int(0.85 * 120 / 0.5) == 204 and info["steps"] == 204
+    assert seen == [(cfg.batch_size, 4)]  # timed at the preset's own batch
+    assert cfg.steps == get_preset("cpu").steps  # the input is not changed
+    changed = {k.split(".")[0] for k in config_diff(cfg, out)} - set(RUNTIME_FIELDS)
+    assert changed <= {"steps", "ckpt_every"} and out.warmup == cfg.warmup
+    assert out.ckpt_every <= out.steps
+
+    seconds["per_step"] = 100.0  # a machine too slow for the budget: the warm-up plus 20 steps
+    lines: list[str] = []
+    out, _ = fit_to_minutes(cfg, 1.0, echo=lines.append)
+    assert out.steps == cfg.warmup + 20 and "slow machine" in lines[0]
+
+    same, info = fit_to_minutes(cfg, None)
+    assert info == {} and same.steps == cfg.steps and same is not cfg
+    with pytest.raises(ConfigError, match="positive number of minutes"):
+        fit_to_minutes(cfg, 0.0)
+
+
+def test_fit_to_minutes_times_real_steps() -> None:
+    """Without a stand-in, the measured step time is this machine's and the steps follow."""
+    from radjepa_lab.train import fit_to_minutes
+
+    cfg = tiny_config()
+    cfg.device = "cpu"
+    out, info = fit_to_minutes(cfg, 0.05, calib_steps=2, echo=None)
+    assert info["s_per_step"] > 0
+    assert out.steps == max(cfg.warmup + 20, int(0.9 * 3.0 / info["s_per_step"]))
