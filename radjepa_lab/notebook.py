@@ -32,6 +32,8 @@ from radjepa_lab.checkpoints import (
     SHIPPED_CHECKPOINT,
     SHIPPED_CHECKPOINTS,
     JEPAModels,
+    checkpoint_config,
+    load_checkpoint,
     load_jepa,
     shipped_checkpoints,
 )
@@ -230,10 +232,22 @@ def comparison_runs(profile: Profile, verbose: bool = True) -> dict[str, tuple[P
             "takes), or run this notebook with RADJEPA_LAB_PROFILE=smoke.")
     if verbose:
         print("comparing the shipped checkpoints: " + ", ".join(p.name for p in shipped.values()))
-    how = {o: SHIPPED_HOW_BY_OBJECTIVE[o] if p == SHIPPED_CHECKPOINTS[o] else
-           "the cpu-long preset of bench/objectives.sh, then checkpoints.export_checkpoint"
-           for o, p in shipped.items()}
-    return {o: (p, how[o]) for o, p in shipped.items()}
+    return {o: (p, _recipe(p, SHIPPED_HOW_BY_OBJECTIVE[o])) for o, p in shipped.items()}
+
+
+def _recipe(path: Path, default: str) -> str:
+    """How a shipped checkpoint was trained, read off its stored config (the preset it is, its
+    steps x batch), so the label stays true whichever budget bench/objectives.sh shipped."""
+    from radjepa_lab.presets import preset_of
+
+    cfg = checkpoint_config(load_checkpoint(path))
+    name = preset_of(cfg)
+    if name is None:
+        return default
+    budget = name.split("-", 1)[1] if name.startswith(("dino-", "mae-")) else name
+    return (f"radjepa-lab pretrain --preset {name} ({cfg.steps} steps x batch {cfg.batch_size} "
+            f"on {cfg.n_train} phantoms), then checkpoints.export_checkpoint "
+            f"(bash bench/objectives.sh {budget})")
 
 
 # ----------------------------------------------------------------------------- live curves

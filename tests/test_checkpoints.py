@@ -397,8 +397,8 @@ def test_kit_checkpoints_refuse_foreign_input_statistics(tmp_path: Path) -> None
 @pytest.mark.parametrize("objective", ["dino", "mae", "jepa same budget"])
 def test_shipped_dino_and_mae_checkpoints_match_their_recipes(objective: str) -> None:
     """The shipped DINO / MAE checkpoints are ``--preset <objective>-gpu-phantom`` (or the
-    ``-cpu-long`` preset on a machine without a GPU, with that JEPA run shipped beside them;
-    bench/objectives.sh), exported with their training log beside them."""
+    ``-cpu-long`` or ``-cpu`` preset on a machine without a GPU, with that JEPA run shipped
+    beside them; bench/objectives.sh), exported with their training log beside them."""
     path = SHIPPED_CHECKPOINTS.get(objective, SHIPPED_JEPA_SAME_BUDGET)
     objective = objective.split()[0]
     if not path.is_file():
@@ -409,7 +409,7 @@ def test_shipped_dino_and_mae_checkpoints_match_their_recipes(objective: str) ->
     got = config_to_dict(checkpoint_config(state))
     got.pop("device")
     recipes = {}
-    for base in ("gpu-phantom", "cpu-long"):
+    for base in ("gpu-phantom", "cpu-long", "cpu"):
         want = config_to_dict(get_preset(base if objective == "jepa" else f"{objective}-{base}"))
         want.pop("device")
         recipes[base] = want

@@ -112,3 +112,11 @@ def test_comparison_runs_name_the_command_for_missing_shipped_files(tmp_path, mo
         write_kit_checkpoint(p)
     runs = N.comparison_runs(resolve_profile("cpu"), verbose=False)
     assert {o: r[0] for o, r in runs.items()} == fake and "dino-gpu-phantom" in runs["dino"][1]
+    # the label comes from the file's own config: a run of the `cpu` preset says so
+    from radjepa_lab.presets import get_preset
+
+    cfg = get_preset("cpu")
+    write_kit_checkpoint(fake["jepa"], cfg)
+    how = N.comparison_runs(resolve_profile("cpu"), verbose=False)["jepa"][1]
+    assert f"--preset cpu ({cfg.steps} steps x batch {cfg.batch_size} on {cfg.n_train}" in how
+    assert how.endswith("(bash bench/objectives.sh cpu)")

@@ -70,8 +70,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_CHECKPOINT = REPO_ROOT / "data" / "checkpoints" / "radjepa_lab_phantom.pt"
 # The shipped checkpoint of each objective (notebook 09's default comparison; data/README.md).
 # bench/objectives.sh trains DINO and MAE at the shipped JEPA's budget on a GPU; without one it
-# trains all three at the cpu-long budget and ships that JEPA run as well
-# (radjepa_lab_phantom_jepa.pt), which the comparison then uses: shipped_checkpoints().
+# trains all three at a CPU budget (cpu-long, or cpu: the files shipped now) and ships that JEPA
+# run as well (radjepa_lab_phantom_jepa.pt), which the comparison then uses:
+# shipped_checkpoints().
 SHIPPED_CHECKPOINTS = {
     "jepa": SHIPPED_CHECKPOINT,
     "dino": SHIPPED_CHECKPOINT.with_name("radjepa_lab_phantom_dino.pt"),
