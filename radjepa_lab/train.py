@@ -29,6 +29,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack, nullcontext
@@ -366,7 +367,7 @@ class TrainResult:
     evaluated: VisionTransformer | None = None
 
 
-def fit_to_minutes(cfg: TrainConfig, minutes: float | None, *, calib_steps: int = 4,
+def fit_to_minutes(cfg: TrainConfig, minutes: float | None, *, calib_steps: int = 8,
                    margin: float = 0.9, echo: Callable[[str], None] | None = print,
                    ) -> tuple[TrainConfig, dict[str, Any]]:
     """A copy of ``cfg`` whose ``steps`` fill ``minutes`` of pretraining on this machine's CPU.
@@ -375,8 +376,9 @@ def fit_to_minutes(cfg: TrainConfig, minutes: float | None, *, calib_steps: int 
     differ several-fold (2 cores of one machine here ran the same step 1.9x faster than of
     another), so a fixed step count is either too short for a fast machine or too long for a
     slow one. This times ``calib_steps`` real training steps of ``cfg`` (its batch, precision
-    and objective, on random images; :func:`~radjepa_lab.objectives.step_cost`) and sets
-    ``steps`` to what fits ``margin`` of the budget (the rest pays for start-up, monitors and
+    and objective, on random images; :func:`~radjepa_lab.objectives.step_cost`), takes the
+    median (the first steps of a fresh process run slower, up to 1.5x, while the kernels for
+    each new shape are set up) and sets ``steps`` to what fits ``margin`` of the budget (the rest pays for start-up, monitors and
     checkpoints), at least ``warmup + 20``. Everything else, warm-up included, stays ``cfg``'s;
     the returned config is an ordinary one, so ``--steps N`` of the same preset repeats the run
     exactly. ``minutes=None`` returns ``cfg`` unchanged. The second value says what was
@@ -393,7 +395,7 @@ def fit_to_minutes(cfg: TrainConfig, minutes: float | None, *, calib_steps: int 
     if resolve_device(cfg.device).type != "cpu":
         raise ConfigError("fit_to_minutes times CPU steps; on a GPU use the preset's steps.")
     cost = step_cost(cfg, batch_size=cfg.batch_size, steps=calib_steps, seed=cfg.seed)
-    s_per_step = cost["s_per_image"] * cfg.batch_size
+    s_per_step = statistics.median(cost["step_seconds"])
     floor_steps = cfg.warmup + 20
     steps = max(floor_steps, int(margin * minutes * 60 / s_per_step))
     out.steps = steps

@@ -197,13 +197,13 @@ def test_fit_to_minutes_fills_the_budget_from_timed_steps(monkeypatch) -> None:
     seen: list[tuple[int, int]] = []
 
     def fake_cost(c, batch_size, steps, seed):
-        seen.append((batch_size, steps))
-        return {"s_per_image": seconds["per_step"] / batch_size}
+        seen.append((batch_size, steps))  # one slow first step: the median ignores it
+        return {"step_seconds": [3 * seconds["per_step"]] + [seconds["per_step"]] * (steps - 1)}
 
     monkeypatch.setattr(O, "step_cost", fake_cost)
     out, info = fit_to_minutes(cfg, 2.0, margin=0.85, echo=None)
     assert out.steps == int(0.85 * 120 / 0.5) == 204 and info["steps"] == 204
-    assert seen == [(cfg.batch_size, 4)]  # timed at the preset's own batch
+    assert seen == [(cfg.batch_size, 8)]  # timed at the preset's own batch
     assert cfg.steps == get_preset("cpu").steps  # the input is not changed
     changed = {k.split(".")[0] for k in config_diff(cfg, out)} - set(RUNTIME_FIELDS)
     assert changed <= {"steps", "ckpt_every"} and out.warmup == cfg.warmup

@@ -35,7 +35,8 @@ def step_cost(cfg: TrainConfig, batch_size: int = 8, steps: int = 2,
     Returns ``flops_per_image`` (forward + backward, counted by
     ``torch.utils.flop_counter.FlopCounterMode`` on the first step; matrix products and
     attention, as MFU counts do), ``s_per_image`` (wall clock of the next ``steps`` steps,
-    this machine, divided by the images) and the batch used. Runs on CPU with ``cfg``'s
+    this machine, divided by the images), each of those steps' seconds (``step_seconds``) and
+    the batch used. Runs on CPU with ``cfg``'s
     objective, encoder and step stream; nothing is written.
     """
     from torch.utils.flop_counter import FlopCounterMode
@@ -56,9 +57,11 @@ def step_cost(cfg: TrainConfig, batch_size: int = 8, steps: int = 2,
 
     with FlopCounterMode(display=False) as counter:
         one(0)
-    t0 = time.perf_counter()
+    each = []
     for i in range(1, steps + 1):
+        t0 = time.perf_counter()
         one(i)
-    seconds = (time.perf_counter() - t0) / steps
+        each.append(time.perf_counter() - t0)
+    seconds = sum(each) / steps
     return {"objective": cfg.objective, "flops_per_image": counter.get_total_flops() / batch_size,
-            "s_per_image": seconds / batch_size, "batch_size": batch_size}
+            "s_per_image": seconds / batch_size, "batch_size": batch_size, "step_seconds": each}
