@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=None, help="override the preset's steps")
     p.add_argument("--minutes", type=float, default=None,
                    help="fit the preset's steps to this many minutes of this CPU, as the demo "
-                        "does (train.fit_to_minutes; after --set, instead of --steps)")
+                        "does (budget.fit_to_minutes; after --set, instead of --steps)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override for pretraining (as radjepa-lab pretrain --set)")
     p.add_argument("--profile", default="cpu", help="whose probe sizes to use (default cpu, "
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
                                           else "checkpoint")
         contenders.append(load_contender(name, path, str(path)))
     if a.preset:
-        from radjepa_lab.train import fit_to_minutes, pretrain
+        from radjepa_lab.budget import fit_to_minutes
+        from radjepa_lab.train import pretrain
 
         cfg = with_steps(apply_overrides(get_preset(a.preset), a.set), a.steps)
         t0 = time.perf_counter()

@@ -488,14 +488,12 @@ def run_demo(out_dir: str | Path = "runs/demo", profile: str | None = None,
     """``make demo``: pretrain the profile's preset, evaluate it beside the shipped checkpoint,
     write the report and print both verdicts. Returns the path of ``index.html``.
 
-    ``minutes``: the pretraining budget the preset's steps are fitted to on a CPU
-    (:func:`~radjepa_lab.train.fit_to_minutes`); the default -1 takes the profile's
-    (``Profile.budget_minutes``: 5 for ``cpu``), None the preset's own steps.
-
-    Writes ``pretrain/`` (checkpoint + metrics.jsonl), the report (``index.html``,
-    ``report.md``, ``results.json``, figures) and ``demo.json`` with the timings.
+    ``minutes``: the CPU budget the preset's steps are fitted to (:mod:`radjepa_lab.budget`);
+    -1 takes the profile's (5 for ``cpu``), None the preset's own steps. Writes ``pretrain/``,
+    the report (``index.html``, ``report.md``, ``results.json``, figures) and ``demo.json``.
     """
-    from radjepa_lab.train import fit_to_minutes, pretrain
+    from radjepa_lab.budget import fit_to_minutes
+    from radjepa_lab.train import pretrain
 
     prof = resolve_profile(profile)
     out = Path(out_dir)
@@ -503,14 +501,12 @@ def run_demo(out_dir: str | Path = "runs/demo", profile: str | None = None,
     timings: dict[str, Any] = {"profile": prof.name, "preset": prof.preset, "device": prof.device}
     budget = prof.budget_minutes if minutes is not None and minutes < 0 else minutes
     t0 = time.perf_counter()
-    cfg, fit = fit_to_minutes(prof.config, budget, echo=echo)
-    if fit:
-        timings["fit"] = fit
+    cfg, timings["fit"] = fit_to_minutes(prof.config, budget, echo=echo)
     res = pretrain(cfg, out / "pretrain", progress=progress, overwrite=True)  # a rerun replaces it
     timings["pretrain_s"] = round(time.perf_counter() - t0, 1)
     how = (f"radjepa-lab pretrain --preset {prof.preset} --steps {cfg.steps} (batch "
            f"{cfg.batch_size}, {timings['pretrain_s'] / 60:.1f} min on this {prof.device}"
-           + (f": the steps that fit {budget:g} min here" if fit else "") + ")")
+           + (f": the steps that fit {budget:g} min here" if timings["fit"] else "") + ")")
     contenders = [load_contender("your run", res.checkpoint, how)]
     if prof.name != "smoke" and SHIPPED_CHECKPOINT.is_file():
         contenders.insert(0, load_contender("shipped checkpoint", SHIPPED_CHECKPOINT, SHIPPED_HOW))

@@ -77,7 +77,7 @@ def _cpu_p8() -> TrainConfig:
 def _cpu() -> TrainConfig:
     # Five CPU minutes, with an 8x8 grid (so masks, latents and attention stay legible). The
     # demo and notebook 03 fit the steps to 5 minutes of the machine they run on
-    # (train.fit_to_minutes); `steps` is what `pretrain --preset cpu` and the objectives
+    # (budget.fit_to_minutes); `steps` is what `pretrain --preset cpu` and the objectives
     # comparison run. From cpu-p8, each found by screening (bench/RESULTS.md):
     # * width 128 (2 heads; predictor 64 wide) instead of the shipped model's 192: a step costs
     #   about 2/3, and at this budget images seen are what a run learns from;
@@ -303,7 +303,7 @@ PROFILE_TABLE: dict[str, ProfileRow] = {
 PROFILES = ("auto", *PROFILE_TABLE)
 PROFILE_ENV = "RADJEPA_LAB_PROFILE"
 # The `cpu` profile pretrains for this many minutes of the machine it runs on
-# (train.fit_to_minutes): the demo's and notebook 03's run, whatever the CPU.
+# (budget.fit_to_minutes): the demo's and notebook 03's run, whatever the CPU.
 CPU_BUDGET_MINUTES = 5.0
 
 
@@ -329,7 +329,7 @@ class Profile:
     @property
     def budget_minutes(self) -> float | None:
         """Minutes of pretraining the demo and notebook 03 fit the preset's steps to
-        (:func:`~radjepa_lab.train.fit_to_minutes`): the ``cpu`` profile on a CPU; else None,
+        (:func:`~radjepa_lab.budget.fit_to_minutes`): the ``cpu`` profile on a CPU; else None,
         the preset's own steps."""
         return CPU_BUDGET_MINUTES if self.preset == "cpu" and self.device == "cpu" else None
 

@@ -189,8 +189,8 @@ def test_fit_to_minutes_fills_the_budget_from_timed_steps(monkeypatch) -> None:
     """The cpu profile's time budget: steps = margin x budget / measured step time, nothing
     else of the config changes, a slow machine gets the floor, None keeps the preset."""
     import radjepa_lab.objectives as O
+    from radjepa_lab.budget import fit_to_minutes
     from radjepa_lab.config import RUNTIME_FIELDS, config_diff
-    from radjepa_lab.train import fit_to_minutes
 
     cfg = get_preset("cpu")
     seconds = {"per_step": 0.5}
@@ -222,7 +222,7 @@ def test_fit_to_minutes_fills_the_budget_from_timed_steps(monkeypatch) -> None:
 
 def test_fit_to_minutes_times_real_steps() -> None:
     """Without a stand-in, the measured step time is this machine's and the steps follow."""
-    from radjepa_lab.train import fit_to_minutes
+    from radjepa_lab.budget import fit_to_minutes
 
     cfg = tiny_config()
     cfg.device = "cpu"
