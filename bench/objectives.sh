@@ -7,8 +7,8 @@
 #   bash bench/objectives.sh gpu-phantom    # 8000 steps x batch 128, the shipped JEPA's recipe
 #   bash bench/objectives.sh cpu-long       # 3000 steps x batch 64: also trains and ships a JEPA
 #                                           # run of that budget (radjepa_lab_phantom_jepa.pt)
-#   bash bench/objectives.sh cpu            # 500 x 64, the `cpu` preset's five CPU minutes for
-#                                           # JEPA: ships all three as well (the shipped set now)
+#   bash bench/objectives.sh cpu            # 800 x 64, the `cpu` preset's steps: ships all three
+#                                           # as well (the shipped set now)
 #
 # gpu-phantom reuses the shipped JEPA (data/checkpoints/radjepa_lab_phantom.pt, that very recipe);
 # RETRAIN_JEPA=1 trains it again here (and evaluates that run, without replacing the shipped file)

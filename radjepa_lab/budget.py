@@ -11,7 +11,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
-from radjepa_lab.config import TrainConfig, resolve_device, revalidate
+from radjepa_lab.config import TrainConfig, resolve_device, with_steps
 from radjepa_lab.errors import ConfigError
 
 __all__ = ["fit_to_minutes"]
@@ -28,8 +28,8 @@ def fit_to_minutes(cfg: TrainConfig, minutes: float | None, *, calib_steps: int 
     slow one. This times ``calib_steps`` real training steps of ``cfg`` (its batch, precision
     and objective, on random images; :func:`~radjepa_lab.objectives.step_cost`), takes the
     median (the first steps of a fresh process run slower, up to 1.5x, while the kernels for
-    each new shape are set up) and sets ``steps`` to what fits ``margin`` of the budget (the rest pays for start-up, monitors and
-    checkpoints), at least ``warmup + 20``. Everything else, warm-up included, stays ``cfg``'s;
+    each new shape are set up) and sets ``steps`` to what fits ``margin`` of the budget (the
+    rest pays for start-up, monitors and checkpoints), at least ``warmup + 20``. Everything else, warm-up included, stays ``cfg``'s;
     the returned config is an ordinary one, so ``--steps N`` of the same preset repeats the run
     exactly. ``minutes=None`` returns ``cfg`` unchanged. The second value says what was
     measured (``s_per_step``, ``steps``, ``minutes``, ``preset_steps``).
@@ -48,9 +48,8 @@ def fit_to_minutes(cfg: TrainConfig, minutes: float | None, *, calib_steps: int 
     s_per_step = statistics.median(cost["step_seconds"])
     floor_steps = cfg.warmup + 20
     steps = max(floor_steps, int(margin * minutes * 60 / s_per_step))
-    out.steps = steps
     out.ckpt_every = min(out.ckpt_every, steps)
-    revalidate(out)
+    with_steps(out, steps)
     info = {"minutes": minutes, "s_per_step": s_per_step, "steps": steps,
             "preset_steps": cfg.steps, "images_per_s": cfg.batch_size / s_per_step}
     if echo is not None:

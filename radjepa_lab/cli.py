@@ -65,8 +65,7 @@ def _cmd_probe(a: argparse.Namespace) -> int:
 def _cmd_demo(a: argparse.Namespace) -> int:
     from radjepa_lab.demo import run_demo
 
-    minutes = None if a.minutes == 0 else a.minutes  # 0: the preset's own steps
-    report = run_demo(Path(a.out), profile=a.profile, minutes=minutes)
+    report = run_demo(Path(a.out), profile=a.profile, minutes=a.minutes)
     print(f"demo report: {report}")
     return 0
 
@@ -131,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("demo", help="phantoms -> pretrain -> embed -> probe -> report")
     s.add_argument("--out", default="runs/demo")
     s.add_argument("--profile", default=None, help=" | ".join(PROFILES))
-    s.add_argument("--minutes", type=float, default=-1.0,
+    s.add_argument("--minutes", type=float, default=None,
                    help="pretraining budget on a CPU: the preset's steps are fitted to this many "
                         "minutes of this machine (default: the profile's, 5 for cpu; 0: the "
                         "preset's own steps)")

@@ -484,12 +484,12 @@ def write_evaluation(ev: Evaluation, out_dir: str | Path, title: str, intro: str
 
 def run_demo(out_dir: str | Path = "runs/demo", profile: str | None = None,
              progress: bool = True, echo: Callable[[str], None] = print,
-             minutes: float | None = -1.0) -> Path:
+             minutes: float | None = None) -> Path:
     """``make demo``: pretrain the profile's preset, evaluate it beside the shipped checkpoint,
     write the report and print both verdicts. Returns the path of ``index.html``.
 
     ``minutes``: the CPU budget the preset's steps are fitted to (:mod:`radjepa_lab.budget`);
-    -1 takes the profile's (5 for ``cpu``), None the preset's own steps. Writes ``pretrain/``,
+    None takes the profile's (5 for ``cpu``), 0 the preset's own steps. Writes ``pretrain/``,
     the report (``index.html``, ``report.md``, ``results.json``, figures) and ``demo.json``.
     """
     from radjepa_lab.budget import fit_to_minutes
@@ -499,7 +499,7 @@ def run_demo(out_dir: str | Path = "runs/demo", profile: str | None = None,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, Any] = {"profile": prof.name, "preset": prof.preset, "device": prof.device}
-    budget = prof.budget_minutes if minutes is not None and minutes < 0 else minutes
+    budget = prof.budget_minutes if minutes is None else minutes or None
     t0 = time.perf_counter()
     cfg, timings["fit"] = fit_to_minutes(prof.config, budget, echo=echo)
     res = pretrain(cfg, out / "pretrain", progress=progress, overwrite=True)  # a rerun replaces it

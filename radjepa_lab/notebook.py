@@ -244,7 +244,7 @@ def _recipe(path: Path, default: str) -> str:
     name = preset_of(cfg)
     if name is None:
         return default
-    budget = name.split("-", 1)[1] if name.startswith(("dino-", "mae-")) else name
+    budget = name.removeprefix(f"{cfg.objective}-")  # dino-cpu -> cpu; a JEPA preset stays
     return (f"radjepa-lab pretrain --preset {name} ({cfg.steps} steps x batch {cfg.batch_size} "
             f"on {cfg.n_train} phantoms), then checkpoints.export_checkpoint "
             f"(bash bench/objectives.sh {budget})")

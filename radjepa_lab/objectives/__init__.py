@@ -36,8 +36,8 @@ def step_cost(cfg: TrainConfig, batch_size: int = 8, steps: int = 2,
     ``torch.utils.flop_counter.FlopCounterMode`` on the first step; matrix products and
     attention, as MFU counts do), ``s_per_image`` (wall clock of the next ``steps`` steps,
     this machine, divided by the images), each of those steps' seconds (``step_seconds``) and
-    the batch used. Runs on CPU with ``cfg``'s
-    objective, encoder and step stream; nothing is written.
+    the batch used. Runs on CPU with ``cfg``'s objective, encoder and step stream; nothing is
+    written.
     """
     from torch.utils.flop_counter import FlopCounterMode
 
